@@ -33,6 +33,7 @@ class GradingContext:
 
         Raises:
             KeyError: No such question.
+
         """
         for q in self.questions:
             if q.id == question_id:

@@ -133,7 +133,9 @@ class Question(BaseModel):
                 raise ValueError(f"rubric.criteria: type {self.type.value!r} needs at least one criterion")
             for i, c in enumerate(r.criteria):
                 if not c.keywords:
-                    raise ValueError(f"rubric.criteria[{i}].keywords: criterion {c.id!r} needs at least one keyword")
+                    raise ValueError(
+                        f"rubric.criteria[{i}].keywords: criterion {c.id!r} needs at least one keyword"
+                    )
             ids = [c.id for c in r.criteria]
             if len(set(ids)) != len(ids):
                 raise ValueError("rubric.criteria: criterion ids must be unique")
@@ -179,6 +181,7 @@ def validate_answer(question: Question, answer: Any) -> Any:
     Raises:
         ValueError: The answer has the wrong type, picks unknown options, is not a number
             or is too long.
+
     """
     qid = question.id
     if question.type is QuestionType.CHOICE:

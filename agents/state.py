@@ -46,6 +46,7 @@ def merge_reducer(left: dict[str, dict] | None, right: dict[str, dict] | None) -
 
     Returns:
         A new dict; neither argument is mutated.
+
     """
     return {**(left or {}), **(right or {})}
 

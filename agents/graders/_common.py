@@ -18,6 +18,7 @@ def zero_grade(question_id: str, max_points: float, *, grader: str, feedback: st
         max_points: Full marks of the question.
         grader: Name of the grader reporting it.
         feedback: Why nothing was awarded.
+
     """
     return QuestionGrade(
         question_id=question_id,

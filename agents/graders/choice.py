@@ -22,6 +22,7 @@ def grade_choice(question: Question, answer: Any) -> QuestionGrade:
     Args:
         question: A choice question.
         answer: An option string or a list of option strings; ``None`` if unanswered.
+
     """
     if answer is None:
         return zero_grade(question.id, question.max_points, grader=GRADER_NAME, feedback="No answer given.")

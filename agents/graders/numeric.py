@@ -21,6 +21,7 @@ def grade_numeric(question: Question, answer: Any) -> QuestionGrade:
     Args:
         question: A numeric question.
         answer: A number or numeric string; ``None`` if unanswered.
+
     """
     if answer is None:
         return zero_grade(question.id, question.max_points, grader=GRADER_NAME, feedback="No answer given.")

@@ -105,6 +105,7 @@ def match_criterion(criterion: Criterion, words: list[str], threshold: int) -> C
         criterion: Criterion to match.
         words: The answer's casefolded words.
         threshold: Fuzzy similarity threshold (0-100).
+
     """
     result = CriterionResult(criterion)
     for keyword in criterion.keywords:
@@ -163,6 +164,7 @@ def grade_short_answer(question: Question, answer: Any) -> QuestionGrade:
     Args:
         question: A short-answer question.
         answer: The answer text; ``None`` if unanswered.
+
     """
     return _grade_text(question, answer, grader="short_answer")[0]
 
@@ -173,6 +175,7 @@ def grade_essay(question: Question, answer: Any) -> QuestionGrade:
     Args:
         question: An essay question.
         answer: The essay text; ``None`` if unanswered.
+
     """
     grade, n_words = _grade_text(question, answer, grader="essay")
     if 0 < n_words < SHORT_ESSAY_WORDS:
