@@ -1,0 +1,1 @@
+"""FastAPI application: routes, middleware and the WebSocket endpoint."""

@@ -1,0 +1,1 @@
+"""Infrastructure: settings, connection pools, cache, locks, outbox, tracing, embedded dev stack, CLI."""

@@ -1,0 +1,150 @@
+"""The per-process pool manager: one psycopg pool and one Redis pool, passed explicitly.
+
+``transaction(tenant_id)`` is the single way application code reaches PostgreSQL: it borrows a
+connection, opens a transaction and sets ``app.current_tenant`` for row-level security with
+``set_config(..., is_local => true)`` (the parameterised form of ``SET LOCAL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+logger = logging.getLogger(__name__)
+
+SET_TENANT_SQL = "SELECT set_config('app.current_tenant', %s, true)"
+HEALTH_SQL = "SELECT 1"
+
+
+class PoolTimeoutError(RuntimeError):
+    """No pooled connection became free within the acquire timeout (the API answers 503)."""
+
+
+class PoolClosedError(RuntimeError):
+    """The pool manager is not open (before start-up or after shutdown)."""
+
+
+class PoolManager:
+    """Owns this process's PostgreSQL and Redis pools.
+
+    Args:
+        database_url: URL of the RLS-bound application role.
+        redis_url: Redis URL (``None``: no Redis, e.g. for the migration command).
+        min_size: connections kept open.
+        max_size: upper bound of open connections.
+        acquire_timeout: seconds to wait for a free connection before :class:`PoolTimeoutError`.
+        redis_max_connections: Redis pool bound.
+        name: label used in logs and connection ``application_name``.
+    """
+
+    def __init__(self, database_url: str, redis_url: str | None, *, min_size: int = 2, max_size: int = 10,
+                 acquire_timeout: float = 5.0, redis_max_connections: int = 50,
+                 name: str = "gradeflow") -> None:
+        self.acquire_timeout = acquire_timeout
+        self._pool = AsyncConnectionPool(
+            database_url, min_size=min_size, max_size=max_size, timeout=acquire_timeout, open=False,
+            name=name, kwargs={"application_name": name, "row_factory": dict_row},
+        )
+        self._redis: aioredis.Redis | None = None
+        if redis_url:
+            self._redis = aioredis.Redis.from_url(
+                redis_url, max_connections=redis_max_connections, decode_responses=True,
+                health_check_interval=30, socket_connect_timeout=2,
+            )
+        self._open = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, name: str = "gradeflow") -> PoolManager:
+        """Build a manager from :class:`infra.settings.Settings`."""
+        return cls(
+            str(settings.database_url), str(settings.redis_url) if settings.redis_url else None,
+            min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+            acquire_timeout=settings.db_acquire_timeout,
+            redis_max_connections=settings.redis_max_connections, name=name,
+        )
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The underlying psycopg pool (for stats and tests)."""
+        return self._pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The shared Redis client (its own connection pool)."""
+        if self._redis is None:
+            raise PoolClosedError("this pool manager was built without a Redis URL")
+        return self._redis
+
+    async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:
+        """Open the pools; with ``wait``, fail fast if PostgreSQL is unreachable."""
+        await self._pool.open(wait=wait, timeout=timeout)
+        self._open = True
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close both pools, waiting at most ``timeout`` seconds for borrowed connections."""
+        self._open = False
+        try:
+            await asyncio.wait_for(self._pool.close(timeout=timeout), timeout + 1)
+        except TimeoutError:
+            logger.warning("database pool did not close within %.1fs", timeout)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> PoolManager:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """Borrow a connection with no tenant set (system work; RLS shows it nothing)."""
+        if not self._open:
+            raise PoolClosedError("the database pool is closed")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise PoolTimeoutError(
+                f"no database connection free within {self.acquire_timeout:g}s "
+                f"(pool max {self._pool.max_size}); raise GRADEFLOW_DB_POOL_MAX or retry later"
+            ) from exc
+
+    @asynccontextmanager
+    async def transaction(self, tenant_id: str) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """Run one transaction as ``tenant_id``; commit on success, roll back on error."""
+        if not tenant_id:
+            raise ValueError("tenant_id is required for a tenant transaction")
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute(SET_TENANT_SQL, (tenant_id,))
+            yield conn
+
+    async def health(self) -> dict[str, str]:
+        """Check both dependencies; each is ``ok`` or a short error."""
+        result = {"database": "ok", "redis": "ok"}
+        try:
+            async with self.connection() as conn:
+                await conn.execute(HEALTH_SQL)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            result["database"] = f"error: {type(exc).__name__}"
+        if self._redis is None:
+            result["redis"] = "absent"
+        else:
+            try:
+                await self._redis.ping()
+            except Exception as exc:  # noqa: BLE001
+                result["redis"] = f"error: {type(exc).__name__}"
+        return result
+
+    def stats(self) -> dict[str, int]:
+        """psycopg pool statistics (pool_size, pool_available, requests_waiting, ...)."""
+        return dict(self._pool.get_stats())

@@ -1,0 +1,128 @@
+"""Process settings, read from the environment with the ``GRADEFLOW_`` prefix.
+
+One :class:`Settings` model holds every knob; :func:`get_settings` caches it so tests can
+override it with ``get_settings.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PostgresDsn, RedisDsn, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-secret-change-me", "secret"})
+DEV_JWT_SECRET = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """All gradeflow settings. Every field maps to ``GRADEFLOW_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADEFLOW_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    """Deployment environment; placeholder secrets are refused outside dev/test."""
+
+    data_dir: Path = Path(".gradeflow")
+    """Folder for the embedded stack's data (PostgreSQL, Redis, Temporal)."""
+
+    database_url: PostgresDsn | None = None
+    """PostgreSQL URL of the application role. Unset: the embedded server (``gradeflow dev``)."""
+    database_admin_url: PostgresDsn | None = None
+    """PostgreSQL URL of an owner/superuser for migrations. Defaults to ``database_url``."""
+    app_db_password: str = "gradeflow-app"
+    """Password given to the ``gradeflow_app`` role that the migrations create (RLS applies to it)."""
+
+    redis_url: RedisDsn | None = None
+    """Redis URL. Unset: the embedded redis-server."""
+    temporal_address: str | None = None
+    """Temporal frontend ``host:port``. Unset: the embedded Temporal dev server."""
+    temporal_namespace: str = "default"
+    """Temporal namespace."""
+
+    api_host: str = "127.0.0.1"
+    """Interface the API binds to."""
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    """API port."""
+    pg_port: int = Field(default=5433, ge=1, le=65535)
+    """Embedded PostgreSQL TCP port (dev stack only)."""
+    redis_port: int = Field(default=6380, ge=1, le=65535)
+    """Embedded Redis port (dev stack only)."""
+    temporal_port: int = Field(default=7233, ge=1, le=65535)
+    """Embedded Temporal gRPC port (dev stack only)."""
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    """Embedded Temporal Web UI port (dev stack only)."""
+
+    db_pool_min: int = Field(default=2, ge=0)
+    """Minimum PostgreSQL connections kept open per process."""
+    db_pool_max: int = Field(default=10, ge=1)
+    """Maximum PostgreSQL connections per process."""
+    db_acquire_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a pooled connection before raising ``PoolTimeoutError`` (API: 503)."""
+    redis_max_connections: int = Field(default=50, ge=1)
+    """Maximum Redis connections per process."""
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    """Seconds allowed for graceful shutdown of pools and workers."""
+
+    outbox_poll_interval: float = Field(default=5.0, gt=0)
+    """Seconds between safety-net polls of the outbox (LISTEN/NOTIFY wakes the relay sooner)."""
+    outbox_batch_size: int = Field(default=100, ge=1)
+    """Events claimed by a relay per batch."""
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    """Publish attempts before an outbox event is marked failed (replayable)."""
+    outbox_stream_maxlen: int = Field(default=10_000, ge=100)
+    """Approximate length cap of each tenant's Redis event stream."""
+
+    heartbeat_timeout: float = Field(default=30.0, gt=0)
+    """Heartbeat timeout of the grading agent activity, seconds."""
+    agent_timeout: float = Field(default=900.0, gt=0)
+    """Start-to-close timeout of the grading agent activity, seconds."""
+    review_deadline: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Seconds a needs_review submission waits for a reviewer before it is escalated."""
+    low_confidence_threshold: float = Field(default=0.6, ge=0, le=1)
+    """Grades with confidence below this are flagged for human review."""
+    llm_model: str | None = None
+    """Chat model for short-answer/essay grading, e.g. ``openai:gpt-4o-mini``. Unset: rubric engine."""
+
+    jwt_secret: str = DEV_JWT_SECRET
+    """HS256 secret for bearer tokens; a placeholder is refused outside dev/test."""
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    """How long idempotency keys are remembered."""
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    """TTL of hot copies in Redis."""
+    slow_span_ms: float = Field(default=1000.0, gt=0)
+    """Spans slower than this raise a slow-span alert."""
+    log_level: str = "INFO"
+    """Root log level."""
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _check_temporal_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.env == "prod" and self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("GRADEFLOW_JWT_SECRET is a placeholder; set a real secret outside dev")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("GRADEFLOW_DB_POOL_MIN must not exceed GRADEFLOW_DB_POOL_MAX")
+        return self
+
+    @property
+    def admin_url(self) -> str | None:
+        """URL used for migrations (admin URL, else the application URL)."""
+        url = self.database_admin_url or self.database_url
+        return str(url) if url else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process settings (cached)."""
+    return Settings()
