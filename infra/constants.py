@@ -1,0 +1,52 @@
+"""Names shared by the worker, the API, the relay and the tests: queues, workflow and message names.
+
+Workflow code may import this module (stdlib only).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+ORCHESTRATION_QUEUE = "orchestration"
+COGNITIVE_QUEUE = "cognitive"
+
+GRADING_WORKFLOW = "GradingWorkflow"
+BATCH_GRADING_WORKFLOW = "BatchGradingWorkflow"
+IDEMPOTENCY_PURGE_WORKFLOW = "IdempotencyPurgeWorkflow"
+
+QUERY_PROGRESS = "get_progress"
+SIGNAL_EXTERNAL_EVENT = "external_event"
+SIGNAL_AGENT_PROGRESS = "agent_progress"
+SIGNAL_REVIEW = "review"
+UPDATE_REVIEW = "submit_review"
+
+SEARCH_ATTR_TENANT = "TenantId"
+SEARCH_ATTR_TRACE = "TraceId"
+SEARCH_ATTR_SUBMISSION = "SubmissionId"
+
+
+def grading_workflow_id(submission_id: str) -> str:
+    """Workflow id of a submission's grading: one per submission, ever."""
+    return f"grade-{submission_id}"
+
+
+class SubmissionStatus(StrEnum):
+    """Submission state machine (enforced by a trigger in migrations/0001)."""
+
+    QUEUED = "queued"
+    GRADING = "grading"
+    NEEDS_REVIEW = "needs_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    NEEDS_INTERVENTION = "needs_intervention"
+
+
+class EventType(StrEnum):
+    """Outbox / live event types."""
+
+    SUBMISSION_RECEIVED = "submission.received"
+    SUBMISSION_STATUS = "submission.status_changed"
+    SUBMISSION_GRADED = "submission.graded"
+    SUBMISSION_REVIEWED = "submission.reviewed"
+    GRADING_PROGRESS = "grading.progress"
+    RUBRIC_CHANGED = "rubric.changed"
