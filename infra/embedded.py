@@ -88,7 +88,7 @@ def pg_bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask the kernel to SIGTERM this child when its parent dies (Linux only)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -151,7 +151,7 @@ class EmbeddedStack:
 
     @property
     def temporal_address(self) -> str:
-        """gRPC address of the embedded Temporal frontend."""
+        """GRPC address of the embedded Temporal frontend."""
         return f"127.0.0.1:{self.temporal_port}"
 
     @property
@@ -187,7 +187,7 @@ class EmbeddedStack:
     def stop(self, timeout: float = 8.0) -> None:
         """Stop every server this stack started, newest first; kill what outlives ``timeout``."""
         deadline = time.monotonic() + timeout
-        for name, proc in reversed(self._procs):
+        for _name, proc in reversed(self._procs):
             if proc.poll() is None:
                 # SIGINT is PostgreSQL's "fast" shutdown; redis and temporal treat it like SIGTERM.
                 proc.send_signal(signal.SIGINT)
@@ -205,7 +205,7 @@ class EmbeddedStack:
         log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen(
             list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, start_new_session=True, **_as_user(user),
+            preexec_fn=die_with_parent, start_new_session=True, **_as_user(user),
         )
         log_file.close()
         self._procs.append((name, proc))

@@ -6,6 +6,7 @@ Also creates the RLS-bound application role, the LangGraph checkpoint tables, an
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -20,7 +21,9 @@ APP_ROLE = "gradeflow_app"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 LOCK_KEY = 0x67726164  # "grad"
 
-LOCK_SQL = "SELECT pg_advisory_lock(%s)"
+# Polled with try-lock rather than blocking: a waiter blocked inside pg_advisory_lock holds a
+# transaction open, and the checkpoint set-up's CREATE INDEX CONCURRENTLY would wait for it forever.
+TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(%s)"
 CREATE_LEDGER_SQL = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -79,10 +82,11 @@ async def migrate(admin_url: str, *, app_password: str, log: Callable[[str], Non
         app_password: password given to the application role.
         log: receives one progress line per step.
         directory: where the SQL files are.
+
     """
     applied_now: list[str] = []
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
-        await conn.execute(LOCK_SQL, (LOCK_KEY,))
+        await _acquire_lock(conn, log)
         try:
             await conn.execute(CREATE_LEDGER_SQL)
             await _ensure_app_role(conn, app_password)
@@ -107,6 +111,19 @@ async def migrate(admin_url: str, *, app_password: str, log: Callable[[str], Non
     if not applied_now:
         log("database schema is up to date")
     return applied_now
+
+
+async def _acquire_lock(conn: psycopg.AsyncConnection, log: Callable[[str], None]) -> None:
+    waited = False
+    while True:
+        cur = await conn.execute(TRY_LOCK_SQL, (LOCK_KEY,))
+        row = await cur.fetchone()
+        if row and row[0]:
+            return
+        if not waited:
+            log("another migration is running; waiting for it")
+            waited = True
+        await asyncio.sleep(0.2)
 
 
 async def _ensure_app_role(conn: psycopg.AsyncConnection, password: str) -> None:

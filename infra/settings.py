@@ -20,7 +20,9 @@ DEV_JWT_SECRET = "dev-secret-change-me"
 class Settings(BaseSettings):
     """All gradeflow settings. Every field maps to ``GRADEFLOW_<FIELD_NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="GRADEFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GRADEFLOW_", extra="ignore", use_attribute_docstrings=True
+    )
 
     env: Literal["dev", "test", "prod"] = "dev"
     """Deployment environment; placeholder secrets are refused outside dev/test."""
@@ -90,6 +92,18 @@ class Settings(BaseSettings):
     """HS256 secret for bearer tokens; a placeholder is refused outside dev/test."""
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
     """How long idempotency keys are remembered."""
+    idempotency_lease_seconds: float = Field(default=60.0, gt=0)
+    """Age after which an in-flight idempotency key is presumed abandoned and may be taken over."""
+    idempotency_purge_interval_minutes: float = Field(default=60.0, gt=0)
+    """Interval of the Temporal Schedule that purges expired idempotency keys."""
+    rate_limit_submit: str = "60/minute"
+    """Token bucket per tenant for POST/PUT/PATCH/DELETE (``limits`` notation: N/second|minute|hour)."""
+    rate_limit_read: str = "600/minute"
+    """Token bucket per tenant for GET and other reads."""
+    rate_limit_websocket: str = "30/minute"
+    """Token bucket per tenant for WebSocket connects."""
+    slow_query_ms: float = Field(default=250.0, gt=0)
+    """List queries slower than this are logged with their trace id and counted."""
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     """TTL of hot copies in Redis."""
     slow_span_ms: float = Field(default=1000.0, gt=0)
@@ -113,6 +127,8 @@ class Settings(BaseSettings):
             raise ValueError("GRADEFLOW_JWT_SECRET is a placeholder; set a real secret outside dev")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("GRADEFLOW_DB_POOL_MIN must not exceed GRADEFLOW_DB_POOL_MAX")
+        for name in ("rate_limit_submit", "rate_limit_read", "rate_limit_websocket"):
+            _check_rate(name, getattr(self, name))
         return self
 
     @property
@@ -120,6 +136,15 @@ class Settings(BaseSettings):
         """URL used for migrations (admin URL, else the application URL)."""
         url = self.database_admin_url or self.database_url
         return str(url) if url else None
+
+
+def _check_rate(name: str, value: str) -> None:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"GRADEFLOW_{name.upper()} must look like '60/minute', got {value!r}") from exc
 
 
 @lru_cache
