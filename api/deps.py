@@ -1,0 +1,92 @@
+"""FastAPI dependencies as ``Annotated`` aliases; everything comes from ``request.app.state``.
+
+``app.state`` holds ``settings``, ``pools`` (:class:`infra.pools.PoolManager`), ``temporal``
+(a Temporal client, or ``None`` while unreachable) and ``cache`` (:class:`infra.cache.Cache`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, Header
+from starlette.requests import HTTPConnection
+
+from api.errors import ProblemError
+from infra.pools import PoolManager
+from infra.settings import Settings
+
+TENANT_HEADER = "X-Tenant-ID"
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def get_settings_dep(conn: HTTPConnection) -> Settings:
+    """The app's settings."""
+    return conn.app.state.settings
+
+
+def get_pools(conn: HTTPConnection) -> PoolManager:
+    """The app's pool manager."""
+    return conn.app.state.pools
+
+
+def get_temporal(conn: HTTPConnection) -> Any:
+    """The app's Temporal client (``None`` when it could not connect at start-up)."""
+    return conn.app.state.temporal
+
+
+def get_cache(conn: HTTPConnection) -> Any:
+    """The app's read-through cache."""
+    return conn.app.state.cache
+
+
+def tenant_from_header(value: str | None) -> str | None:
+    """Validate a tenant id taken from the dev header; ``None`` when missing or malformed."""
+    if value is None or not TENANT_RE.fullmatch(value):
+        return None
+    return value
+
+
+TENANT_HEADER_DOC = ("DEV ONLY: tenant selection without authentication, until bearer tokens land. "
+                     "1-64 characters [A-Za-z0-9_.:-].")
+
+
+def get_tenant(
+    x_tenant_id: Annotated[str | None, Header(alias=TENANT_HEADER, description=TENANT_HEADER_DOC)] = None,
+) -> str:
+    """The caller's tenant.
+
+    DEV ONLY: until bearer-token authentication lands, the tenant is read from the
+    ``X-Tenant-ID`` header, unauthenticated. Missing or malformed → 401 problem.
+    """
+    tenant = tenant_from_header(x_tenant_id)
+    if tenant is None:
+        raise ProblemError(401, f"Missing or invalid {TENANT_HEADER} header (dev-only tenant selection).",
+                           type_="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+def get_trace_id(conn: HTTPConnection) -> str:
+    """The W3C ``traceparent``'s trace id when valid, else a new 32-hex trace id."""
+    match = TRACEPARENT_RE.fullmatch(conn.headers.get("traceparent", "").strip().lower())
+    if match and set(match.group(1)) != {"0"}:
+        return match.group(1)
+    return uuid.uuid4().hex
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+PoolsDep = Annotated[PoolManager, Depends(get_pools)]
+TemporalDep = Annotated[Any, Depends(get_temporal)]
+CacheDep = Annotated[Any, Depends(get_cache)]
+TenantDep = Annotated[str, Depends(get_tenant)]
+TraceIdDep = Annotated[str, Depends(get_trace_id)]
+
+
+CACHE_HEADER_VALUES = {"cache": "hit", "database": "miss", "database-degraded": "degraded"}
+
+
+def x_cache(source: str) -> str:
+    """``X-Cache`` header value for a :meth:`infra.cache.Cache.read_through` source."""
+    return CACHE_HEADER_VALUES.get(source, "miss")

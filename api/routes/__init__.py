@@ -1,0 +1,14 @@
+"""All API routers, gathered into one ``api_router`` mounted by :func:`api.app.create_app`."""
+
+from fastapi import APIRouter
+
+from api.routes import exams, health, progress, submissions, ws
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(exams.router)
+api_router.include_router(submissions.router)
+api_router.include_router(progress.router)
+api_router.include_router(ws.router)
+
+__all__ = ["api_router"]

@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+
+from api.deps import PoolsDep, TemporalDep
+from api.schemas import HealthOut, ReadyOut
+
+router = APIRouter(prefix="/v1/health", tags=["health"])
+
+TEMPORAL_CHECK_TIMEOUT = 2.0
+
+
+@router.get("", response_model=HealthOut)
+async def health() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def _temporal_check(temporal: object) -> str:
+    if temporal is None:
+        return "error: not connected"
+    try:
+        ok = await asyncio.wait_for(temporal.service_client.check_health(), TEMPORAL_CHECK_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"error: {type(exc).__name__}"
+    return "ok" if ok else "error: not serving"
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response) -> dict:
+    """Readiness: 503 when PostgreSQL is down; ``degraded`` when Redis or Temporal is.
+
+    With Redis down reads fall back to PostgreSQL; with Temporal down submissions are still accepted
+    and the outbox reconciler starts their workflows later.
+    """
+    checks, temporal_state = await asyncio.gather(pools.health(), _temporal_check(temporal))
+    checks = {**checks, "temporal": temporal_state}
+    if checks["database"] != "ok":
+        response.status_code = 503
+        return {"status": "unavailable", "checks": checks}
+    return {"status": "ok" if all(v == "ok" for v in checks.values()) else "degraded", "checks": checks}

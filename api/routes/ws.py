@@ -1,0 +1,135 @@
+"""Live feeds over WebSocket: a snapshot, then the events of one submission (or one exam), in order.
+
+Connect with ``?last_event_id=<stream id>`` to first receive the durable events after that id from
+the tenant's Redis Stream, then live ones, with no duplicates. Every message is JSON
+``{event_id, stream_id, event_type, submission_id, occurred_at, payload}``; the first one has
+``event_type`` ``snapshot`` and the current view as payload. Tenant: the DEV ONLY ``X-Tenant-ID``
+header (close code 4401 when missing); unknown submission/exam: close code 4404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocketDisconnect
+
+from api.deps import TENANT_HEADER, tenant_from_header
+from infra import exams_store, submissions_store
+from infra.live_subscriber import LiveSubscriber, for_exam, for_submission
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/ws", tags=["live"])
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_UNAVAILABLE = 1011
+MESSAGE_FIELDS = ("event_id", "stream_id", "event_type", "submission_id", "occurred_at", "payload")
+
+
+def _message(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event.get(k) for k in MESSAGE_FIELDS}
+
+
+def _snapshot(payload: dict[str, Any], submission_id: str | None) -> dict[str, Any]:
+    return {"event_id": None, "stream_id": None, "event_type": "snapshot", "submission_id": submission_id,
+            "occurred_at": datetime.now(UTC).isoformat(), "payload": payload}
+
+
+async def _feed(websocket: WebSocket, tenant: str, accept: Callable[[dict[str, Any]], bool],
+                load: Callable[[], Awaitable[dict[str, Any] | None]], submission_id: str | None,
+                last_event_id: str | None) -> None:
+    """Subscribe, send the snapshot, replay, then relay live events until the client leaves."""
+    pools = websocket.app.state.pools
+    subscriber: LiveSubscriber | None = LiveSubscriber(pools.redis, tenant, accept, last_event_id=last_event_id)
+    try:
+        await subscriber.__aenter__()
+    except (RedisError, OSError) as exc:
+        logger.warning("live feed without redis: %s", exc)
+        subscriber = None
+    try:
+        snapshot = await load()
+        if snapshot is None:
+            await websocket.close(code=CLOSE_NOT_FOUND)
+            return
+        await websocket.accept()
+        await websocket.send_json(_snapshot(snapshot, submission_id))
+        if subscriber is None:
+            await websocket.close(code=CLOSE_UNAVAILABLE, reason="live events unavailable")
+            return
+        async for event in subscriber.replay():
+            await websocket.send_json(_message(event))
+        await _pump(websocket, subscriber)
+    except (WebSocketDisconnect, RedisError) as exc:
+        logger.debug("live feed ended: %s", exc)
+    finally:
+        if subscriber is not None:
+            await subscriber.__aexit__(None, None, None)
+
+
+async def _pump(websocket: WebSocket, subscriber: LiveSubscriber) -> None:
+    """Relay live events while watching for the client's disconnect."""
+
+    async def relay() -> None:
+        async for event in subscriber.live():
+            if event is not None:
+                await websocket.send_json(_message(event))
+
+    async def watch() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    tasks = [asyncio.create_task(relay()), asyncio.create_task(watch())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@router.websocket("/submissions/{submission_id}")
+async def submission_feed(websocket: WebSocket, submission_id: str, last_event_id: str | None = None) -> None:
+    """Snapshot of the submission, then every event about it (replayed after ``last_event_id``)."""
+    tenant = tenant_from_header(websocket.headers.get(TENANT_HEADER))
+    if tenant is None:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED)
+        return
+    state = websocket.app.state
+
+    async def load() -> dict[str, Any] | None:
+        view, _ = await submissions_store.read_submission(state.pools, state.cache, tenant, submission_id)
+        return view
+
+    await _feed(websocket, tenant, for_submission(submission_id), load, submission_id, last_event_id)
+
+
+@router.websocket("/exams/{exam_id}")
+async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | None = None) -> None:
+    """Snapshot of the exam (with submission counts per status), then events naming the exam."""
+    tenant = tenant_from_header(websocket.headers.get(TENANT_HEADER))
+    if tenant is None:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED)
+        return
+    state = websocket.app.state
+
+    async def load() -> dict[str, Any] | None:
+        exam, _ = await exams_store.read_exam(state.pools, state.cache, tenant, exam_id)
+        if exam is None:
+            return None
+        counts = await submissions_store.count_by_status(state.pools, tenant, exam_id)
+        return {"exam": exam, "submissions_by_status": counts}
+
+    await _feed(websocket, tenant, for_exam(exam_id), load, None, last_event_id)

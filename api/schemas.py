@@ -1,0 +1,151 @@
+"""Request and response bodies of the public API (pydantic v2).
+
+Exam questions and rubrics reuse :mod:`agents.rubric` models, so the API refuses exactly what the
+graders could not grade, naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from agents.rubric import Question, QuestionType, Rubric
+
+MAX_QUESTIONS = 200
+"""Most questions one exam may hold."""
+
+
+class ExamCreate(BaseModel):
+    """``POST /v1/exams`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=500)
+    """Exam title."""
+    questions: list[Question] = Field(min_length=1, max_length=MAX_QUESTIONS)
+    """Questions in order, each with its rubric; ids unique within the exam."""
+
+    @field_validator("questions")
+    @classmethod
+    def _unique_ids(cls, value: list[Question]) -> list[Question]:
+        ids = [q.id for q in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"question ids must be unique; repeated: {duplicates}")
+        return value
+
+
+class QuestionOut(BaseModel):
+    """A question with its current rubric version and precomputed hash."""
+
+    id: str
+    type: QuestionType
+    prompt: str
+    max_points: float
+    rubric: Rubric
+    rubric_version: int
+    """Current rubric version (1 at creation, bumped by every rubric change)."""
+    rubric_hash: str
+    """sha256 of the scoring-relevant parts (:func:`agents.rubric.rubric_hash`)."""
+
+
+class ExamOut(BaseModel):
+    """An exam as returned by the API."""
+
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    questions: list[QuestionOut]
+
+
+class SubmissionCreate(BaseModel):
+    """``POST /v1/submissions`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exam_id: uuid.UUID
+    """The exam answered."""
+    student_id: str = Field(min_length=1, max_length=200)
+    """The student's id in the caller's system."""
+    answers: dict[str, JsonValue] = Field(max_length=MAX_QUESTIONS)
+    """question_id -> answer (option string or list, number, or text by question type)."""
+    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Caller's own id; resubmitting the same (exam, student, external_id) returns the first submission."""
+
+
+class SubmissionAccepted(BaseModel):
+    """``202`` reply to a submission."""
+
+    submission_id: str
+    workflow_id: str
+    trace_id: str
+    status: str
+
+
+class ResultOut(BaseModel):
+    """The grade of one answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    question_id: str
+    score: float
+    max_points: float
+    confidence: float
+    feedback: str = ""
+    grader: str
+    criteria_met: list[str] = Field(default_factory=list)
+    criteria_missed: list[str] = Field(default_factory=list)
+    rubric_version: int
+    flagged: bool = False
+    overridden: bool = False
+
+
+class SubmissionOut(BaseModel):
+    """A submission with its results so far."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    exam_id: str
+    student_id: str
+    external_id: str | None = None
+    status: str
+    total: float | None = None
+    max_total: float | None = None
+    workflow_id: str
+    trace_id: str
+    error: str | None = None
+    created_at: str
+    updated_at: str
+    graded_at: str | None = None
+    results: list[ResultOut] = Field(default_factory=list)
+
+
+class ProgressOut(BaseModel):
+    """Live grading progress of a submission."""
+
+    submission_id: str
+    status: str
+    """Stored submission status."""
+    stage: str
+    percentage: float
+    details: dict[str, Any] = Field(default_factory=dict)
+    updated_at: str | None = None
+    source: str
+    """``workflow`` (live Temporal query) or ``database`` (stored status only)."""
+
+
+class HealthOut(BaseModel):
+    """Liveness reply."""
+
+    status: str
+
+
+class ReadyOut(BaseModel):
+    """Readiness reply: ``ok``, ``degraded`` (Redis or Temporal down) or ``unavailable`` (PostgreSQL down)."""
+
+    status: str
+    checks: dict[str, str]
