@@ -1,0 +1,120 @@
+"""Bearer authentication and role checks for routes and WebSockets.
+
+``PrincipalDep`` resolves the caller from ``Authorization: Bearer <jwt>`` (401 when missing,
+invalid or expired, with ``WWW-Authenticate: Bearer``); ``require_roles(...)`` adds a 403 check.
+Middlewares that run before routing call :func:`principal_from_scope`, which caches its result in
+the request state so the token is verified once per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from infra.settings import get_settings
+from infra.tokens import Principal, TokenError, bearer_from_header, verify_token
+
+STATE_KEY = "principal"
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="gradeflow"'}
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearerAuth",
+    description="HS256 JWT with claims `sub`, `tenant`, `roles`, `exp` (`gradeflow token` mints one).",
+)
+
+
+def settings_of(app: Any) -> Any:
+    """The settings an app was built with (``app.state.settings``), else the process settings."""
+    state = getattr(app, "state", None)
+    return getattr(state, "settings", None) or get_settings()
+
+
+def _raw_token(scope: dict[str, Any]) -> str | None:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    token = bearer_from_header(headers.get("authorization"))
+    if token is None and scope.get("type") == "websocket":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [None])[0]
+    return token
+
+
+def principal_from_scope(scope: dict[str, Any], settings: Any | None = None) -> Principal | TokenError | None:
+    """Verify the caller of an ASGI scope once and cache the outcome in its state.
+
+    Args:
+        scope: HTTP or WebSocket scope; WebSockets may pass the token as ``?token=``.
+        settings: settings holding ``jwt_secret`` (default: the app's).
+
+    Returns:
+        The principal, a :class:`TokenError` for a bad token, or ``None`` without a token.
+
+    """
+    state = scope.setdefault("state", {})
+    if STATE_KEY in state:
+        return state[STATE_KEY]
+    token = _raw_token(scope)
+    result: Principal | TokenError | None = None
+    if token is not None:
+        try:
+            result = verify_token(settings or settings_of(scope.get("app")), token)
+        except TokenError as exc:
+            result = exc
+    state[STATE_KEY] = result
+    return result
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers=WWW_AUTHENTICATE)
+
+
+async def get_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """FastAPI dependency: the authenticated caller, or 401."""
+    result = principal_from_scope(request.scope)
+    if result is None:
+        raise _unauthorized("missing bearer token")
+    if isinstance(result, TokenError):
+        raise _unauthorized(str(result))
+    return result
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: str) -> Any:
+    """Dependency factory: the caller must hold one of ``roles`` (``admin`` passes all), else 403.
+
+    Example:
+        ``ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]``
+
+    """
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if not principal.has_any(roles):
+            raise HTTPException(status_code=403, detail=f"requires one of the roles: {', '.join(roles)}")
+        return principal
+
+    return check
+
+
+SubmitterDep = Annotated[Principal, Depends(require_roles("submitter"))]
+ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]
+AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
+
+
+async def websocket_principal(websocket: WebSocket) -> Principal | None:
+    """Authenticate a WebSocket (``Authorization`` header or ``?token=``).
+
+    Returns ``None`` after closing the socket with code 1008 (policy violation) when the token is
+    missing or invalid, so the route just returns.
+    """
+    result = principal_from_scope(websocket.scope)
+    if isinstance(result, Principal):
+        return result
+    await websocket.close(code=1008, reason="missing or invalid bearer token")
+    return None

@@ -1,0 +1,121 @@
+"""HS256 bearer tokens: mint them for dev and tests, verify them for the API.
+
+Claims: ``sub`` (the caller), ``tenant`` (the tenant id every query runs under), ``roles`` (a
+subset of :data:`ROLES`), ``iat`` and ``exp``. The secret comes from
+:attr:`infra.settings.Settings.jwt_secret`, which refuses placeholders outside dev/test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+ROLES = ("submitter", "reviewer", "admin")
+DEFAULT_TTL_SECONDS = 3600
+LEEWAY_SECONDS = 5
+
+
+class TokenError(ValueError):
+    """A token is missing, malformed, badly signed, expired or lacks a required claim."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of a request."""
+
+    sub: str
+    """Subject: the caller's stable id (user or integration)."""
+    tenant_id: str
+    """Tenant the caller acts for; all data access is scoped to it."""
+    roles: frozenset[str]
+    """Roles granted by the token (subset of ``ROLES``)."""
+
+    def has_any(self, roles: Iterable[str]) -> bool:
+        """Whether the principal holds at least one of ``roles`` (``admin`` holds them all)."""
+        wanted = set(roles)
+        return "admin" in self.roles or bool(wanted & self.roles)
+
+
+def mint_token(settings: Any, *, tenant: str, roles: Iterable[str], sub: str | None = None,
+               ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None) -> str:
+    """Sign a bearer token.
+
+    Args:
+        settings: :class:`infra.settings.Settings` (only ``jwt_secret`` is read).
+        tenant: tenant id put in the ``tenant`` claim.
+        roles: roles to grant; each must be one of ``ROLES``.
+        sub: subject; a random ``dev-…`` id when omitted.
+        ttl_seconds: lifetime; may be negative to mint an already expired token (tests).
+        now: issue time as a UNIX timestamp (default: the current time).
+
+    Returns:
+        The compact JWT.
+
+    Raises:
+        ValueError: an unknown role, an empty role list or an empty tenant.
+
+    """
+    granted = sorted(set(roles))
+    unknown = set(granted) - set(ROLES)
+    if unknown or not granted:
+        raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {granted}")
+    if not tenant:
+        raise ValueError("tenant is required")
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "sub": sub or f"dev-{uuid.uuid4().hex[:8]}",
+        "tenant": tenant,
+        "roles": granted,
+        "iat": issued,
+        "exp": issued + int(ttl_seconds),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+
+
+def verify_token(settings: Any, token: str) -> Principal:
+    """Check a token's signature, expiry and claims.
+
+    Args:
+        settings: :class:`infra.settings.Settings`.
+        token: the compact JWT (without the ``Bearer`` prefix).
+
+    Returns:
+        The principal the token names.
+
+    Raises:
+        TokenError: with a short, client-safe reason.
+
+    """
+    try:
+        claims = jwt.decode(
+            token, settings.jwt_secret, algorithms=[ALGORITHM], leeway=LEEWAY_SECONDS,
+            options={"require": ["sub", "tenant", "roles", "exp"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"token lacks the {exc.claim!r} claim") from exc
+    except jwt.InvalidTokenError as exc:
+        raise TokenError("token invalid") from exc
+    sub, tenant, roles = claims["sub"], claims["tenant"], claims["roles"]
+    if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
+        raise TokenError("token has an empty subject or tenant")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise TokenError("token roles must be a list of strings")
+    return Principal(sub=sub, tenant_id=tenant, roles=frozenset(r for r in roles if r in ROLES))
+
+
+def bearer_from_header(value: str | None) -> str | None:
+    """Extract the token of an ``Authorization: Bearer <token>`` header value, if any."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
