@@ -1,0 +1,1 @@
+"""Pure ASGI middlewares of the API: rate limits and idempotency keys."""
