@@ -1,0 +1,242 @@
+"""The cognitive activity: run the LangGraph grading agent durably (task queue ``cognitive``).
+
+``run_grading_agent`` checkpoints on thread ``activity.info().workflow_run_id``. On a retry it
+resumes from the latest loadable checkpoint (``ainvoke(None, ...)`` semantics, streamed); with no
+checkpoint it starts afresh on the same thread; with a corrupt one it starts afresh on a new thread
+``<run_id>:fresh-<attempt>`` and says why in its output and logs. While the graph runs it
+heartbeats after every node and from a ticker (at most every half heartbeat timeout, so a long
+model call does not time the activity out), signals compact progress to its workflow and
+publishes it on the tenant's Redis channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.types import AgentInput, AgentOutput, AgentProgress
+from agents.checkpointer import CheckpointWriteError, CorruptCheckpointError, GradeflowSaver, load_resume_point
+from agents.context import GradingContext
+from agents.graph import GRADE_QUESTION, build_grading_graph
+from agents.state import QuestionGrade
+from infra import grading_store, live
+from infra.constants import SIGNAL_AGENT_PROGRESS
+from infra.pools import PoolManager
+
+logger = logging.getLogger(__name__)
+
+FRESH_THREAD_SUFFIX = ":fresh-"
+"""A corrupt checkpoint makes attempt ``n`` start afresh on thread ``<run_id>:fresh-<n>``."""
+
+
+@dataclass(frozen=True)
+class GradeCall:
+    """Argument of the test hook awaited before each grader call is recorded."""
+
+    submission_id: str
+    question_id: str
+    attempt: int
+    thread_id: str
+
+
+GradeHook = Callable[[GradeCall], Awaitable[None]]
+"""Test hook: awaited after a question is graded, before its grader_calls row is written."""
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where an attempt starts: thread, resume or not, and why."""
+
+    thread_id: str
+    resume: bool
+    reason: str
+
+
+class _Tracker:
+    """Latest progress of one run, shared by the stream loop and the heartbeat ticker."""
+
+    def __init__(self, total: int, attempt: int, thread_id: str) -> None:
+        self.graded: set[str] = set()
+        self.progress = AgentProgress(questions_done=0, questions_total=total, attempt=attempt,
+                                      thread_id=thread_id)
+
+    def details(self) -> dict[str, Any]:
+        p = self.progress
+        return {"node": p.current_node, "questions_done": p.questions_done, "checkpoint_id": p.checkpoint_id}
+
+    def add_grades(self, question_ids: Any) -> None:
+        self.graded.update(question_ids or ())
+        self.progress.questions_done = len(self.graded)
+
+
+class AgentActivities:
+    """Runs the grading graph for a workflow.
+
+    Args:
+        pools: The process's pool manager (answers and grader_calls in PostgreSQL, live Redis).
+        saver: Checkpointer (``GradeflowSaver``) on its own autocommit pool.
+        settings: :class:`infra.settings.Settings` (low-confidence threshold).
+        model: Chat model for text questions; ``None`` grades with the rubric engines.
+        grade_hook: Test hook awaited per graded question (slow or crashing graders in tests).
+        grade_delay: Test hook: seconds slept per graded question (``GRADEFLOW_TEST_GRADE_DELAY``).
+
+    """
+
+    def __init__(self, pools: PoolManager, saver: GradeflowSaver, settings: Any,
+                 model: BaseChatModel | None = None, *, grade_hook: GradeHook | None = None,
+                 grade_delay: float = 0.0) -> None:
+        self.pools = pools
+        self.saver = saver
+        self.settings = settings
+        self.model = model
+        self.grade_hook = grade_hook
+        self.grade_delay = grade_delay
+
+    async def choose_start(self, run_id: str, attempt: int) -> StartPoint:
+        """Decide the thread and whether to resume, newest fresh thread first."""
+        if attempt <= 1:
+            return StartPoint(run_id, False, "first attempt")
+        candidates = [f"{run_id}{FRESH_THREAD_SUFFIX}{a}" for a in range(attempt - 1, 1, -1)] + [run_id]
+        for thread_id in candidates:
+            try:
+                point = await load_resume_point(self.saver, thread_id)
+            except CorruptCheckpointError as exc:
+                fresh = f"{run_id}{FRESH_THREAD_SUFFIX}{attempt}"
+                return StartPoint(fresh, False, f"corrupt checkpoint on {thread_id}: {exc.reason}")
+            if point is not None:
+                return StartPoint(thread_id, True, f"resumed from checkpoint {point.checkpoint_id} "
+                                                   f"(step {point.step}, {point.pending_writes} pending writes)")
+        return StartPoint(run_id, False, "no checkpoint")
+
+    @activity.defn
+    async def run_grading_agent(self, inp: AgentInput) -> AgentOutput:
+        """Grade a submission with the checkpointed graph; resume on retries.
+
+        Raises:
+            ApplicationError: ``CheckpointWriteError`` (non-retryable) when checkpoint writes keep
+                failing; ``SubmissionNotFound`` (non-retryable).
+
+        """
+        info = activity.info()
+        run_id, attempt = info.workflow_run_id, info.attempt
+        try:
+            async with self.pools.transaction(inp.tenant_id) as conn:
+                inputs = await grading_store.load_grading_inputs(conn, inp.submission_id)
+        except grading_store.SubmissionNotFoundError as exc:
+            raise ApplicationError(str(exc), type="SubmissionNotFound", non_retryable=True) from exc
+        threshold = inp.low_confidence_threshold
+        if threshold is None:
+            threshold = self.settings.low_confidence_threshold
+        ctx = GradingContext(submission_id=inp.submission_id, tenant_id=inp.tenant_id, trace_id=inp.trace_id,
+                             questions=inputs.questions, answers=inputs.answers,
+                             low_confidence_threshold=threshold)
+        start = await self.choose_start(run_id, attempt)
+        log_extra = {"trace_id": inp.trace_id, "submission_id": inp.submission_id, "tenant_id": inp.tenant_id}
+        logger.info("agent attempt %d on thread %s: %s", attempt, start.thread_id, start.reason, extra=log_extra)
+
+        graph = build_grading_graph(self.saver, model=self.model,
+                                    on_grade=self._on_grade(inp, run_id, attempt, start.thread_id))
+        config: dict[str, Any] = {"configurable": {"thread_id": start.thread_id}}
+        if inp.max_concurrency:
+            config["max_concurrency"] = inp.max_concurrency
+        tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
+        if start.resume:
+            snapshot = await graph.aget_state(config)
+            tracker.add_grades((snapshot.values or {}).get("grades"))
+            tracker.progress.checkpoint_id = snapshot.config["configurable"].get("checkpoint_id", "")
+        ticker = asyncio.create_task(self._tick(tracker, info.heartbeat_timeout))
+        try:
+            await self._report(inp, tracker)
+            stream = graph.astream(None if start.resume else {}, config, context=ctx,
+                                   stream_mode=["updates", "checkpoints"])
+            async for mode, chunk in stream:
+                if mode == "checkpoints":
+                    tracker.progress.checkpoint_id = chunk["config"]["configurable"]["checkpoint_id"]
+                    tracker.add_grades((chunk.get("values") or {}).get("grades"))
+                    activity.heartbeat(tracker.details())
+                    continue
+                for node, update in chunk.items():
+                    if node.startswith("__"):
+                        continue
+                    tracker.progress.current_node = node
+                    if node == GRADE_QUESTION and isinstance(update, dict):
+                        tracker.add_grades(update.get("grades"))
+                activity.heartbeat(tracker.details())
+                await self._report(inp, tracker)
+            state = (await graph.aget_state(config)).values
+        except Exception as exc:
+            write_error = _find(exc, CheckpointWriteError)
+            if write_error is not None:
+                logger.error("checkpoint writes failed: %s", write_error, extra=log_extra)
+                raise ApplicationError(str(write_error), type="CheckpointWriteError",
+                                       non_retryable=True) from exc
+            raise
+        finally:
+            ticker.cancel()
+        tracker.progress.finished = True
+        await self._report(inp, tracker)
+        return self._output(state, inputs.rubric_versions, start, attempt)
+
+    def _on_grade(self, inp: AgentInput, run_id: str, attempt: int,
+                  thread_id: str) -> Callable[[str, QuestionGrade], Awaitable[None]]:
+        async def on_grade(question_id: str, grade: QuestionGrade) -> None:
+            if self.grade_hook is not None:
+                await self.grade_hook(GradeCall(inp.submission_id, question_id, attempt, thread_id))
+            if self.grade_delay > 0:
+                await asyncio.sleep(self.grade_delay)
+            async with self.pools.transaction(inp.tenant_id) as conn:
+                await grading_store.record_grader_call(conn, tenant_id=inp.tenant_id,
+                                                       submission_id=inp.submission_id,
+                                                       question_id=question_id, run_id=run_id, attempt=attempt)
+        return on_grade
+
+    async def _tick(self, tracker: _Tracker, heartbeat_timeout: Any) -> None:
+        """Heartbeat every third of the heartbeat timeout (so gaps stay under half of it)."""
+        seconds = heartbeat_timeout.total_seconds() if heartbeat_timeout else 10.0
+        interval = max(0.05, seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            activity.heartbeat(tracker.details())
+
+    async def _report(self, inp: AgentInput, tracker: _Tracker) -> None:
+        """Signal the workflow and publish on Redis; failures are logged, never raised."""
+        progress = tracker.progress
+        try:
+            info = activity.info()
+            handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+            await handle.signal(SIGNAL_AGENT_PROGRESS, progress)
+        except Exception as exc:  # noqa: BLE001 - progress is advisory
+            logger.warning("progress signal failed: %r", exc)
+        await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                    progress=asdict(progress))
+
+    @staticmethod
+    def _output(state: dict[str, Any], versions: dict[str, int], start: StartPoint, attempt: int) -> AgentOutput:
+        flagged = list(state.get("flagged") or [])
+        grades = [
+            {**grade, "rubric_version": versions.get(qid, 1), "flagged": qid in flagged}
+            for qid, grade in (state.get("grades") or {}).items()
+        ]
+        return AgentOutput(
+            grades=grades, total=float(state.get("total", 0.0)), max_total=float(state.get("max_total", 0.0)),
+            flagged=flagged, status=str(state.get("status", "graded")), resumed=start.resume,
+            resume_reason=start.reason, thread_id=start.thread_id, attempt=attempt,
+        )
+
+
+def _find(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """Return the first exception of ``kind`` in ``exc``'s cause/context chain."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -1,0 +1,219 @@
+"""Orchestration-side grading activities: load context, persist results, change status.
+
+Each public method is one Temporal activity, bound by the worker on an instance that holds the
+process's :class:`infra.pools.PoolManager` and settings. Database errors that retrying cannot fix
+(a refused status transition, a constraint violation, a missing submission) are raised as
+non-retryable ``ApplicationError``s so the workflow can mark the job for intervention at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.types import (
+    GradingMetadata,
+    PersistInput,
+    PersistOutput,
+    StatusInput,
+    StatusOutput,
+    SubmissionRef,
+)
+from infra import grading_store, keys, live
+from infra.cache import Cache, write_through
+from infra.constants import EventType, SubmissionStatus
+from infra.outbox import add_event
+from infra.pools import PoolManager
+
+logger = logging.getLogger(__name__)
+
+PERMANENT_DB_ERRORS = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
+"""Errors a retry cannot fix: constraint/trigger violations and bad values."""
+
+
+def _permanent(exc: BaseException, kind: str) -> ApplicationError:
+    return ApplicationError(f"{kind}: {exc}", type=kind, non_retryable=True)
+
+
+class GradingActivities:
+    """Activities that read and write a submission's grading state.
+
+    Args:
+        pools: The process's pool manager (PostgreSQL with RLS, Redis).
+        settings: :class:`infra.settings.Settings` (cache TTL).
+
+    """
+
+    def __init__(self, pools: PoolManager, settings: Any) -> None:
+        self.pools = pools
+        self.settings = settings
+
+    def _cache(self) -> Cache:
+        return Cache(self.pools.redis, ttl_seconds=int(getattr(self.settings, "cache_ttl_seconds", 3600)))
+
+    @activity.defn
+    async def load_grading_context(self, ref: SubmissionRef) -> GradingMetadata:
+        """Check the submission can be graded, set it to ``grading`` and return a summary.
+
+        Raises:
+            ApplicationError: ``SubmissionNotFound``, ``NoQuestions`` or ``InvalidTransition``
+                (non-retryable).
+
+        """
+        try:
+            async with self.pools.transaction(ref.tenant_id) as conn:
+                inputs = await grading_store.load_grading_inputs(conn, ref.submission_id)
+                if not inputs.questions:
+                    raise ApplicationError(f"exam {inputs.submission['exam_id']} has no questions",
+                                           type="NoQuestions", non_retryable=True)
+                row = await grading_store.set_status(conn, ref.submission_id, SubmissionStatus.GRADING)
+                if inputs.submission["status"] != SubmissionStatus.GRADING:
+                    await add_event(
+                        conn, tenant_id=ref.tenant_id, event_type=EventType.SUBMISSION_STATUS,
+                        target_type="submission", target_id=ref.submission_id, version=row["version"],
+                        payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"]},
+                        trace_id=ref.trace_id or None,
+                    )
+        except grading_store.SubmissionNotFoundError as exc:
+            raise _permanent(exc, "SubmissionNotFound") from exc
+        except PERMANENT_DB_ERRORS as exc:
+            raise _permanent(exc, "InvalidTransition") from exc
+        await live.publish_status(self.pools.redis, tenant_id=ref.tenant_id,
+                                  submission_id=ref.submission_id, status=SubmissionStatus.GRADING)
+        return GradingMetadata(
+            submission_id=ref.submission_id, exam_id=inputs.submission["exam_id"],
+            questions_total=len(inputs.questions),
+            max_total=sum(q.max_points for q in inputs.questions), status=SubmissionStatus.GRADING,
+        )
+
+    @activity.defn
+    async def persist_grading_result(self, inp: PersistInput) -> PersistOutput:
+        """Store results, status and an outbox event in one transaction; then cache and notify.
+
+        The submission view is written through to Redis: if the database transaction fails, the
+        cache entry is compensated (restored/deleted) by :func:`infra.cache.write_through`.
+
+        Raises:
+            ApplicationError: ``InvalidResult`` (non-retryable) when a constraint or the status
+                state machine refuses the write; nothing is committed then.
+
+        """
+        status = SubmissionStatus.NEEDS_REVIEW if inp.flagged else SubmissionStatus.COMPLETED
+        results = [{**g, "overridden": False} for g in inp.grades]
+        view = {"id": inp.submission_id, "tenant_id": inp.tenant_id, "status": status,
+                "total": inp.total, "max_total": inp.max_total, "flagged": inp.flagged, "results": results}
+
+        async def db_write() -> dict[str, Any]:
+            async with self.pools.transaction(inp.tenant_id) as conn:
+                row = await grading_store.save_results(
+                    conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id, grades=inp.grades,
+                    status=status, total=inp.total, max_total=inp.max_total,
+                )
+                await add_event(
+                    conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_GRADED,
+                    target_type="submission", target_id=inp.submission_id, version=row["version"],
+                    payload={"status": status, "total": inp.total, "max_total": inp.max_total,
+                             "flagged": inp.flagged},
+                    trace_id=inp.trace_id or None,
+                )
+                return row
+
+        try:
+            row = await write_through(self._cache(), keys.submission_key(inp.tenant_id, inp.submission_id),
+                                      view, db_write)
+        except grading_store.SubmissionNotFoundError as exc:
+            raise _permanent(exc, "SubmissionNotFound") from exc
+        except PERMANENT_DB_ERRORS as exc:
+            raise _permanent(exc, "InvalidResult") from exc
+        await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                  status=status, data={"total": inp.total, "max_total": inp.max_total})
+        return PersistOutput(status=row["status"], version=int(row["version"]))
+
+    @activity.defn
+    async def set_status(self, inp: StatusInput) -> StatusOutput:
+        """Move a submission to ``inp.status``, applying reviewer overrides in the same transaction.
+
+        Raises:
+            ApplicationError: ``InvalidTransition`` / ``SubmissionNotFound`` / ``InvalidOverride``
+                (non-retryable).
+
+        """
+        try:
+            async with self.pools.transaction(inp.tenant_id) as conn:
+                before = await grading_store.load_submission(conn, inp.submission_id)
+                total = None
+                if inp.overrides:
+                    total = await grading_store.apply_overrides(conn, inp.submission_id, inp.overrides)
+                row = await grading_store.set_status(conn, inp.submission_id, inp.status, error=inp.error)
+                changed = before["status"] != row["status"]
+                if changed or inp.overrides:
+                    await add_event(
+                        conn, tenant_id=inp.tenant_id, target_type="submission", target_id=inp.submission_id,
+                        event_type=EventType.SUBMISSION_REVIEWED if inp.actor_id else EventType.SUBMISSION_STATUS,
+                        version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
+                        payload={"status": row["status"], "from": before["status"], "error": inp.error,
+                                 "overrides": inp.overrides or {}},
+                    )
+                results = await grading_store.load_results(conn, inp.submission_id)
+                after = await grading_store.load_submission(conn, inp.submission_id)
+        except grading_store.SubmissionNotFoundError as exc:
+            raise _permanent(exc, "SubmissionNotFound") from exc
+        except KeyError as exc:
+            raise _permanent(exc, "InvalidOverride") from exc
+        except PERMANENT_DB_ERRORS as exc:
+            raise _permanent(exc, "InvalidTransition") from exc
+        await self._refresh_cache(inp.tenant_id, inp.submission_id, grading_store.submission_view(after, results))
+        if changed:
+            await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id,
+                                      submission_id=inp.submission_id, status=row["status"])
+        total_after = float(after["total"]) if after.get("total") is not None else total
+        return StatusOutput(status=row["status"], changed=changed, total=total_after)
+
+    @activity.defn
+    async def mark_needs_intervention(self, inp: StatusInput) -> StatusOutput:
+        """Set ``needs_intervention`` with the error recorded; tolerant of every current state.
+
+        A submission that is already in a final state, or does not exist, is left alone
+        (``changed=False``): this activity must never be the reason a failure is lost.
+        """
+        try:
+            async with self.pools.transaction(inp.tenant_id) as conn:
+                before = await grading_store.load_submission(conn, inp.submission_id)
+                if before["status"] in (SubmissionStatus.QUEUED, SubmissionStatus.GRADING,
+                                        SubmissionStatus.NEEDS_INTERVENTION):
+                    row = await grading_store.set_status(conn, inp.submission_id,
+                                                         SubmissionStatus.NEEDS_INTERVENTION, error=inp.error)
+                    await add_event(
+                        conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_STATUS,
+                        target_type="submission", target_id=inp.submission_id, version=row["version"],
+                        payload={"status": SubmissionStatus.NEEDS_INTERVENTION, "from": before["status"],
+                                 "error": inp.error}, trace_id=inp.trace_id or None,
+                    )
+                else:
+                    logger.warning("submission %s is %s; not marking needs_intervention (%s)",
+                                   inp.submission_id, before["status"], inp.error)
+                    return StatusOutput(status=before["status"], changed=False)
+        except grading_store.SubmissionNotFoundError:
+            logger.error("cannot mark missing submission %s for intervention: %s", inp.submission_id, inp.error)
+            return StatusOutput(status="", changed=False)
+        await self._invalidate(inp.tenant_id, inp.submission_id)
+        await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                  status=SubmissionStatus.NEEDS_INTERVENTION, data={"error": inp.error})
+        return StatusOutput(status=row["status"], changed=True)
+
+    async def _refresh_cache(self, tenant_id: str, submission_id: str, view: dict[str, Any]) -> None:
+        try:
+            await self._cache().set_json(keys.submission_key(tenant_id, submission_id), view)
+        except Exception as exc:  # noqa: BLE001 - the database is the truth; drop the stale copy
+            logger.warning("cache refresh of %s failed: %r", submission_id, exc)
+            await self._invalidate(tenant_id, submission_id)
+
+    async def _invalidate(self, tenant_id: str, submission_id: str) -> None:
+        try:
+            await self.pools.redis.delete(keys.submission_key(tenant_id, submission_id))
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("cache invalidation of %s failed: %r", submission_id, exc)

@@ -1,0 +1,231 @@
+"""SQL of the grading pipeline: load a submission's context, change its status, store results.
+
+Every function takes an open connection from ``PoolManager.transaction(tenant_id)``, so row-level
+security applies and the caller decides what commits together.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from agents.rubric import Question
+
+LOAD_SUBMISSION_SQL = """
+SELECT id::text AS id, exam_id::text AS exam_id, status, trace_id, total, max_total, error, version
+  FROM submissions WHERE id = %s
+"""
+
+LOAD_QUESTIONS_SQL = """
+SELECT q.question_id, q.type, q.prompt, q.max_points, q.current_version, r.rubric, r.rubric_hash
+  FROM questions q
+  JOIN rubric_versions r
+    ON r.exam_id = q.exam_id AND r.question_id = q.question_id AND r.version = q.current_version
+ WHERE q.exam_id = %s
+ ORDER BY q.position, q.question_id
+"""
+
+LOAD_ANSWERS_SQL = "SELECT question_id, answer FROM answers WHERE submission_id = %s"
+
+SET_STATUS_SQL = """
+UPDATE submissions SET status = %(status)s, error = COALESCE(%(error)s, error)
+ WHERE id = %(id)s
+RETURNING status, version, total
+"""
+
+SET_RESULT_STATUS_SQL = """
+UPDATE submissions
+   SET status = %(status)s, total = %(total)s, max_total = %(max_total)s, graded_at = now(), error = NULL
+ WHERE id = %(id)s
+RETURNING status, version
+"""
+
+UPSERT_RESULT_SQL = """
+INSERT INTO grading_results (submission_id, question_id, tenant_id, score, max_points, confidence,
+                             feedback, grader, criteria_met, criteria_missed, rubric_version, flagged)
+VALUES (%(submission_id)s, %(question_id)s, %(tenant_id)s, %(score)s, %(max_points)s, %(confidence)s,
+        %(feedback)s, %(grader)s, %(criteria_met)s, %(criteria_missed)s, %(rubric_version)s, %(flagged)s)
+ON CONFLICT (submission_id, question_id) DO UPDATE
+   SET score = EXCLUDED.score, max_points = EXCLUDED.max_points, confidence = EXCLUDED.confidence,
+       feedback = EXCLUDED.feedback, grader = EXCLUDED.grader, criteria_met = EXCLUDED.criteria_met,
+       criteria_missed = EXCLUDED.criteria_missed, rubric_version = EXCLUDED.rubric_version,
+       flagged = EXCLUDED.flagged, overridden = false, updated_at = now()
+"""
+
+OVERRIDE_SCORE_SQL = """
+UPDATE grading_results SET score = %(score)s, overridden = true, flagged = false, updated_at = now()
+ WHERE submission_id = %(submission_id)s AND question_id = %(question_id)s
+RETURNING question_id
+"""
+
+RECOMPUTE_TOTAL_SQL = """
+UPDATE submissions
+   SET total = (SELECT COALESCE(sum(score), 0) FROM grading_results WHERE submission_id = %(id)s)
+ WHERE id = %(id)s
+RETURNING total
+"""
+
+LOAD_RESULTS_SQL = """
+SELECT question_id, score, max_points, confidence, feedback, grader, criteria_met, criteria_missed,
+       rubric_version, flagged, overridden
+  FROM grading_results WHERE submission_id = %s ORDER BY question_id
+"""
+
+INSERT_GRADER_CALL_SQL = """
+INSERT INTO grader_calls (tenant_id, submission_id, question_id, run_id, attempt)
+VALUES (%s, %s, %s, %s, %s)
+"""
+
+
+class SubmissionNotFoundError(LookupError):
+    """The submission does not exist for this tenant."""
+
+
+@dataclass(frozen=True)
+class GradingInputs:
+    """What the grading agent needs for one submission."""
+
+    submission: dict[str, Any]
+    """The submission row (id, exam_id, status, trace_id, ...)."""
+    questions: list[Question]
+    """Questions of the exam with their current rubrics, in order."""
+    rubric_versions: dict[str, int]
+    """question_id -> rubric version graded against."""
+    answers: dict[str, Any]
+    """question_id -> raw answer."""
+
+
+async def load_submission(conn: psycopg.AsyncConnection, submission_id: str) -> dict[str, Any]:
+    """Return the submission row.
+
+    Raises:
+        SubmissionNotFoundError: No such submission visible to the current tenant.
+
+    """
+    cur = await conn.execute(LOAD_SUBMISSION_SQL, (submission_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise SubmissionNotFoundError(f"submission {submission_id} not found")
+    return dict(row)
+
+
+async def load_grading_inputs(conn: psycopg.AsyncConnection, submission_id: str) -> GradingInputs:
+    """Load a submission with its exam's questions (current rubric versions) and its answers."""
+    submission = await load_submission(conn, submission_id)
+    cur = await conn.execute(LOAD_QUESTIONS_SQL, (submission["exam_id"],))
+    questions: list[Question] = []
+    versions: dict[str, int] = {}
+    for row in await cur.fetchall():
+        questions.append(Question(
+            id=row["question_id"], type=row["type"], prompt=row["prompt"],
+            max_points=float(row["max_points"]), rubric=row["rubric"],
+        ))
+        versions[row["question_id"]] = int(row["current_version"])
+    cur = await conn.execute(LOAD_ANSWERS_SQL, (submission_id,))
+    answers = {row["question_id"]: row["answer"] for row in await cur.fetchall()}
+    return GradingInputs(submission, questions, versions, answers)
+
+
+async def set_status(conn: psycopg.AsyncConnection, submission_id: str, status: str, *,
+                     error: str | None = None) -> dict[str, Any]:
+    """Move a submission to ``status`` (the trigger refuses invalid transitions).
+
+    Returns:
+        ``{"status", "version", "total"}`` after the update.
+
+    Raises:
+        SubmissionNotFoundError: No such submission.
+        psycopg.errors.CheckViolation: The state machine refuses the transition.
+
+    """
+    cur = await conn.execute(SET_STATUS_SQL, {"id": submission_id, "status": status, "error": error})
+    row = await cur.fetchone()
+    if row is None:
+        raise SubmissionNotFoundError(f"submission {submission_id} not found")
+    return dict(row)
+
+
+async def save_results(conn: psycopg.AsyncConnection, *, tenant_id: str, submission_id: str,
+                       grades: list[dict[str, Any]], status: str, total: float,
+                       max_total: float) -> dict[str, Any]:
+    """Upsert one grading_results row per grade, then set the submission's status and totals.
+
+    Returns:
+        ``{"status", "version"}`` of the submission after the update.
+
+    Raises:
+        SubmissionNotFoundError: No such submission.
+        psycopg.errors.CheckViolation: A grade breaks a constraint or the transition is refused.
+
+    """
+    for grade in grades:
+        await conn.execute(UPSERT_RESULT_SQL, {
+            "submission_id": submission_id, "tenant_id": tenant_id,
+            "question_id": grade["question_id"], "score": grade["score"],
+            "max_points": grade["max_points"], "confidence": grade["confidence"],
+            "feedback": grade.get("feedback", ""), "grader": grade["grader"],
+            "criteria_met": json.dumps(grade.get("criteria_met", [])),
+            "criteria_missed": json.dumps(grade.get("criteria_missed", [])),
+            "rubric_version": grade.get("rubric_version", 1), "flagged": bool(grade.get("flagged")),
+        })
+    cur = await conn.execute(SET_RESULT_STATUS_SQL, {
+        "id": submission_id, "status": status, "total": total, "max_total": max_total,
+    })
+    row = await cur.fetchone()
+    if row is None:
+        raise SubmissionNotFoundError(f"submission {submission_id} not found")
+    return dict(row)
+
+
+async def apply_overrides(conn: psycopg.AsyncConnection, submission_id: str,
+                          overrides: dict[str, float]) -> float | None:
+    """Replace scores of the given questions (marked overridden) and recompute the total.
+
+    Returns:
+        The new submission total.
+
+    Raises:
+        KeyError: An override names a question with no result.
+        psycopg.errors.CheckViolation: A score is outside ``[0, max_points]``.
+
+    """
+    for question_id, score in overrides.items():
+        cur = await conn.execute(OVERRIDE_SCORE_SQL, {
+            "submission_id": submission_id, "question_id": question_id, "score": score,
+        })
+        if await cur.fetchone() is None:
+            raise KeyError(f"no grading result for question {question_id!r}")
+    cur = await conn.execute(RECOMPUTE_TOTAL_SQL, {"id": submission_id})
+    row = await cur.fetchone()
+    return float(row["total"]) if row and row["total"] is not None else None
+
+
+async def load_results(conn: psycopg.AsyncConnection, submission_id: str) -> list[dict[str, Any]]:
+    """Return the submission's grading_results rows (JSON-friendly)."""
+    cur = await conn.execute(LOAD_RESULTS_SQL, (submission_id,))
+    return [_jsonable(dict(row)) for row in await cur.fetchall()]
+
+
+async def record_grader_call(conn: psycopg.AsyncConnection, *, tenant_id: str, submission_id: str,
+                             question_id: str, run_id: str, attempt: int) -> None:
+    """Insert one grader_calls row (one per question graded)."""
+    await conn.execute(INSERT_GRADER_CALL_SQL, (tenant_id, submission_id, question_id, run_id, attempt))
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if hasattr(value, "as_tuple"):  # Decimal
+            value = float(value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+def submission_view(submission: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The hot copy of a submission kept in Redis: the row plus its results."""
+    return {**_jsonable(submission), "results": results}

@@ -1,0 +1,149 @@
+"""GradingWorkflow end to end on real Temporal/PostgreSQL/Redis: happy path, review, query, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+
+from infra import keys
+from infra.constants import QUERY_PROGRESS, SIGNAL_EXTERNAL_EVENT, UPDATE_REVIEW
+from infra.grading_starter import start_grading
+from tests.integration.workflows.harness import (
+    choice,
+    fetch_all,
+    grader_calls,
+    grading_workers,
+    numeric,
+    seed,
+    submission,
+    text,
+)
+from workflows.grading import ExternalEvent, GradingOutput, ProgressView, ReviewAck, ReviewInput
+
+TEMPORAL_CLI = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "temporal"
+QUESTIONS = [choice("q1"), numeric("q2"), text("q3")]
+ANSWERS = {"q1": "a", "q2": 2.05, "q3": "Photosynthesys makes glucose"}
+
+
+async def _wait_stage(handle, stage: str, timeout: float = 20) -> ProgressView:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await handle.query(QUERY_PROGRESS, result_type=ProgressView)
+        if view.stage == stage:
+            return view
+        assert time.monotonic() < deadline, f"stage {stage!r} not reached; last {view}"
+        await asyncio.sleep(0.1)
+
+
+async def test_grading_completes_persists_caches_and_emits_outbox(temporal_client, pools, saver, gf_settings,
+                                                                  task_queue, tenant_id):
+    s = await seed(pools, tenant_id, QUESTIONS[:2], {"q1": "a", "q2": 7})
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        wf_id = await start_grading(temporal_client, submission_id=s.submission_id, tenant_id=tenant_id,
+                                    exam_id=s.exam_id, trace_id=s.trace_id, task_queue=task_queue,
+                                    cognitive_queue=cog)
+        handle = temporal_client.get_workflow_handle(wf_id, result_type=GradingOutput)
+        out = await handle.result()
+        view = await handle.query(QUERY_PROGRESS, result_type=ProgressView)
+    assert out.status == "completed" and out.total == 2.0 and out.max_total == 5.0 and out.flagged == []
+    row = await submission(pools, s)
+    assert row["status"] == "completed" and float(row["total"]) == 2.0 and float(row["max_total"]) == 5.0
+    results = await fetch_all(pools, tenant_id, "SELECT question_id, score FROM grading_results "
+                              "WHERE submission_id=%s ORDER BY question_id", (s.submission_id,))
+    assert [(r["question_id"], float(r["score"])) for r in results] == [("q1", 2.0), ("q2", 0.0)]
+    events = await fetch_all(pools, tenant_id, "SELECT event_type, trace_id FROM event_outbox "
+                             "WHERE target_id=%s ORDER BY id", (s.submission_id,))
+    assert [e["event_type"] for e in events] == ["submission.status_changed", "submission.graded"]
+    assert all(e["trace_id"] == s.trace_id for e in events)
+    cached = json.loads(await pools.redis.get(keys.submission_key(tenant_id, s.submission_id)))
+    assert cached["status"] == "completed" and cached["total"] == 2.0 and len(cached["results"]) == 2
+    assert view.stage == "completed" and view.percentage == 100 and view.updated_at
+    assert view.details["questions_done"] == 2 and view.details["questions_total"] == 2
+    assert await grader_calls(pools, s) == {"q1": 1, "q2": 1}
+    desc = await handle.describe()
+    assert (await desc.memo_value("trace_id")) == s.trace_id
+    assert desc.typed_search_attributes is not None
+
+
+async def test_flagged_submission_waits_for_review_then_applies_overrides(
+        temporal_client, pools, saver, gf_settings, task_queue, tenant_id, services):
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
+            task_queue=task_queue, result_type=GradingOutput)
+        view = await _wait_stage(handle, "needs_review")
+        assert 0 <= view.percentage <= 100 and view.details["flagged"]
+        assert (await submission(pools, s))["status"] == "needs_review"
+
+        # Property 20 through the operator's tool: the Temporal CLI prints the progress.
+        # (async subprocess: the workers answering the query run on this event loop)
+        proc = await asyncio.create_subprocess_exec(
+            str(TEMPORAL_CLI), "workflow", "query", "--workflow-id", handle.id, "--type", QUERY_PROGRESS,
+            "--address", services.temporal_address, "--output", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, stderr.decode()
+        printed = stdout.decode()
+        assert '"needs_review"' in printed and '"percentage"' in printed and "updated_at" in printed
+
+        await handle.signal(SIGNAL_EXTERNAL_EVENT, ExternalEvent("rubric.changed", {"question_id": "q3"}))
+        for _ in range(50):
+            view = await handle.query(QUERY_PROGRESS, result_type=ProgressView)
+            if view.details["external_events"]:
+                break
+            await asyncio.sleep(0.1)
+        assert view.details["external_events"][0]["event_type"] == "rubric.changed"
+        assert view.details["external_events"][0]["payload"] == {"question_id": "q3"}
+
+        ack = await handle.execute_update(UPDATE_REVIEW, ReviewInput("rev-1", {"q3": 4.0}), result_type=ReviewAck)
+        assert ack.accepted
+        with pytest.raises(WorkflowUpdateFailedError):  # a second decision is refused by the validator
+            await handle.execute_update(UPDATE_REVIEW, ReviewInput("rev-2"))
+        out = await handle.result()
+    assert out.status == "completed" and out.total == 2.0 + 3.0 + 4.0
+    row = await submission(pools, s)
+    assert row["status"] == "completed" and float(row["total"]) == 9.0
+    q3 = await fetch_all(pools, tenant_id, "SELECT score, overridden FROM grading_results "
+                         "WHERE submission_id=%s AND question_id='q3'", (s.submission_id,))
+    assert float(q3[0]["score"]) == 4.0 and q3[0]["overridden"] is True
+
+
+async def test_review_deadline_leaves_submission_in_needs_review(temporal_client, pools, saver, gf_settings,
+                                                                 task_queue, tenant_id):
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        out = await temporal_client.execute_workflow(
+            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99, review_deadline_s=1),
+            id=f"grade-{s.submission_id}", task_queue=task_queue, result_type=GradingOutput)
+    assert out.status == "needs_review" and out.flagged
+    assert (await submission(pools, s))["status"] == "needs_review"
+
+
+async def test_property20_running_workflow_query_reports_stage_percentage_time(
+        temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
+    s = await seed(pools, tenant_id, [choice(f"q{i}") for i in range(4)], {f"q{i}": "a" for i in range(4)})
+    seen: list[ProgressView] = []
+
+    async def slow(call) -> None:
+        await asyncio.sleep(0.4)
+
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue, grade_hook=slow) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, agent_max_concurrency=1), id=f"grade-{s.submission_id}",
+            task_queue=task_queue, result_type=GradingOutput)
+        while not (seen and seen[-1].stage == "completed"):
+            seen.append(await handle.query(QUERY_PROGRESS, result_type=ProgressView))
+            await asyncio.sleep(0.1)
+    running = [v for v in seen if v.stage == "grading"]
+    assert running, "never observed the grading stage"
+    for v in seen:
+        assert v.stage and 0 <= v.percentage <= 100 and v.updated_at
+    percentages = [v.percentage for v in seen]
+    assert percentages == sorted(percentages)  # progress never goes backwards
+    assert len({v.details["questions_done"] for v in running}) >= 2  # progress moved while running

@@ -1,0 +1,152 @@
+"""Start the gradeflow Temporal workers: ``python worker.py --queue orchestration|cognitive|all``.
+
+This module only connects, builds dependencies and registers workflows and activities.
+
+Test hook: ``GRADEFLOW_TEST_GRADE_DELAY`` (seconds, float) makes the cognitive worker sleep that
+long after grading each question, before recording it, so end-to-end tests can kill a worker
+mid-run. It is refused when ``GRADEFLOW_ENV=prod``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any, Literal
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agent import AgentActivities
+from activities.grading import GradingActivities
+from agents.checkpointer import open_saver
+from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
+from infra.pools import PoolManager
+from infra.settings import Settings, get_settings
+from workflows.batch import BatchGradingWorkflow
+from workflows.grading import GradingWorkflow
+
+logger = logging.getLogger("gradeflow.worker")
+
+Queue = Literal["orchestration", "cognitive", "all"]
+TEST_GRADE_DELAY_ENV = "GRADEFLOW_TEST_GRADE_DELAY"
+
+
+async def connect_temporal(settings: Settings, *, attempts: int = 30, delay: float = 0.5) -> Client:
+    """Connect to Temporal, retrying while the server opens its port but does not answer yet."""
+    address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    for attempt in range(1, attempts + 1):
+        try:
+            return await Client.connect(address, namespace=settings.temporal_namespace)
+        except Exception as exc:  # noqa: BLE001 - retried, then raised
+            if attempt == attempts:
+                raise
+            logger.info("temporal at %s not ready (%r); retrying", address, exc)
+            await asyncio.sleep(delay)
+    raise RuntimeError("unreachable")
+
+
+def test_grade_delay(settings: Settings) -> float:
+    """Per-question delay from ``GRADEFLOW_TEST_GRADE_DELAY`` (test hook; 0 in prod)."""
+    raw = os.environ.get(TEST_GRADE_DELAY_ENV, "")
+    if not raw:
+        return 0.0
+    if settings.env == "prod":
+        raise RuntimeError(f"{TEST_GRADE_DELAY_ENV} is a test hook and is refused in prod")
+    return float(raw)
+
+
+def build_model(settings: Settings) -> Any:
+    """The chat model for text questions, if ``GRADEFLOW_LLM_MODEL`` is set."""
+    if not settings.llm_model:
+        return None
+    from langchain.chat_models import init_chat_model
+
+    return init_chat_model(settings.llm_model)
+
+
+async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | None = None,
+                     task_queue: str | None = None, client: Client | None = None) -> None:
+    """Run the worker(s) for ``queue`` until ``stop`` is set (or SIGTERM/SIGINT).
+
+    Args:
+        settings: Process settings.
+        queue: ``orchestration`` (workflows + DB activities), ``cognitive`` (the agent) or ``all``.
+        stop: Event that triggers a graceful shutdown; default: a new one set by signals.
+        task_queue: Override of the task queue name (single queue only; tests).
+        client: An existing Temporal client (default: connect from settings).
+
+    """
+    if task_queue and queue == "all":
+        raise ValueError("task_queue can only override a single queue")
+    if not settings.database_url:
+        raise RuntimeError("GRADEFLOW_DATABASE_URL is not set (use `gradeflow dev` for the embedded stack)")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / platform
+            pass
+    client = client or await connect_temporal(settings)
+    async with AsyncExitStack() as stack:
+        pools = PoolManager.from_settings(settings, name=f"gradeflow-worker-{queue}")
+        await pools.open()
+        stack.push_async_callback(pools.close, settings.shutdown_timeout)
+        workers: list[Worker] = []
+        if queue in ("orchestration", "all"):
+            grading = GradingActivities(pools, settings)
+            workers.append(Worker(
+                client, task_queue=task_queue or ORCHESTRATION_QUEUE,
+                workflows=[GradingWorkflow, BatchGradingWorkflow],
+                activities=[grading.load_grading_context, grading.persist_grading_result,
+                            grading.set_status, grading.mark_needs_intervention],
+                graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
+            ))
+        if queue in ("cognitive", "all"):
+            ckpt_pool = AsyncConnectionPool(
+                str(settings.database_url), min_size=1, max_size=max(2, settings.db_pool_max // 2),
+                kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}, open=False,
+                name="gradeflow-checkpoints",
+            )
+            await ckpt_pool.open()
+            stack.push_async_callback(ckpt_pool.close, settings.shutdown_timeout)
+            saver = await stack.enter_async_context(open_saver(ckpt_pool))
+            agent = AgentActivities(pools, saver, settings, build_model(settings),
+                                    grade_delay=test_grade_delay(settings))
+            workers.append(Worker(
+                client, task_queue=task_queue or COGNITIVE_QUEUE, activities=[agent.run_grading_agent],
+                graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
+            ))
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        logger.info("worker %s running on %s", queue, [w.task_queue for w in workers])
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
+        logger.info("worker %s shutting down", queue)
+        await asyncio.wait_for(asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True),
+                               settings.shutdown_timeout + 5)
+        stopped.cancel()
+        for run in runs:
+            if run.done() and run.exception():
+                raise run.exception()  # type: ignore[misc]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description="Run gradeflow Temporal workers.")
+    parser.add_argument("--queue", choices=["orchestration", "cognitive", "all"], default="all")
+    parser.add_argument("--task-queue", default=None, help="override the task queue name (single queue)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(settings, args.queue, task_queue=args.task_queue))
+
+
+if __name__ == "__main__":
+    main()

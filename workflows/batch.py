@@ -1,0 +1,101 @@
+"""``BatchGradingWorkflow``: grade many submissions as child ``GradingWorkflow``s, bounded.
+
+At most ``max_concurrent`` children run at once (ARCHITECTURE property 21): a child is started
+only after ``wait_condition`` sees a free slot, and the slot is freed when its result (or error)
+arrives. ``get_progress`` aggregates the children's outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from infra.constants import BATCH_GRADING_WORKFLOW, QUERY_PROGRESS, grading_workflow_id
+    from workflows.grading import GradingInput, GradingOutput, GradingWorkflow, ProgressView
+
+
+@dataclass
+class BatchInput:
+    """Input of :class:`BatchGradingWorkflow`."""
+
+    submissions: list[GradingInput]
+    """One grading per submission (child workflow id ``grade-<submission_id>``)."""
+    max_concurrent: int = 10
+    """Children running at once, at most."""
+
+
+@dataclass
+class BatchOutput:
+    """Result of :class:`BatchGradingWorkflow`."""
+
+    statuses: dict[str, str] = field(default_factory=dict)
+    """submission_id -> final status (``failed`` for a failed child, ``already_started`` if skipped)."""
+    max_running: int = 0
+    """Most children observed running at once."""
+
+
+@workflow.defn(name=BATCH_GRADING_WORKFLOW)
+class BatchGradingWorkflow:
+    """Fans out child gradings with bounded concurrency and aggregates their progress."""
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._running = 0
+        self._max_running = 0
+        self._statuses: dict[str, str] = {}
+        self._updated_at = ""
+
+    def _touch(self) -> None:
+        self._updated_at = workflow.now().isoformat()
+
+    @workflow.run
+    async def run(self, inp: BatchInput) -> BatchOutput:
+        """Start every child, never more than ``max_concurrent`` at once, and wait for all."""
+        if inp.max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self._total = len(inp.submissions)
+        self._touch()
+        tasks: list[asyncio.Task[None]] = []
+        for sub in inp.submissions:
+            await workflow.wait_condition(lambda: self._running < inp.max_concurrent)
+            self._running += 1
+            self._max_running = max(self._max_running, self._running)
+            self._touch()
+            tasks.append(asyncio.create_task(self._grade(sub)))
+        await asyncio.gather(*tasks)
+        self._touch()
+        return BatchOutput(statuses=dict(self._statuses), max_running=self._max_running)
+
+    async def _grade(self, sub: GradingInput) -> None:
+        try:
+            result: GradingOutput = await workflow.execute_child_workflow(
+                GradingWorkflow.run, sub, id=grading_workflow_id(sub.submission_id),
+                task_queue=workflow.info().task_queue,
+            )
+            self._statuses[sub.submission_id] = result.status
+        except WorkflowAlreadyStartedError:
+            self._statuses[sub.submission_id] = "already_started"
+        except ChildWorkflowError:
+            self._statuses[sub.submission_id] = "failed"
+        finally:
+            self._running -= 1
+            self._touch()
+
+    @workflow.query(name=QUERY_PROGRESS)
+    def get_progress(self) -> ProgressView:
+        """Aggregate progress: children done / total, running now and the most ever running."""
+        done = len(self._statuses)
+        counts: dict[str, Any] = {}
+        for status in self._statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        percentage = 100.0 * done / self._total if self._total else 100.0
+        stage = "completed" if self._total and done == self._total else "grading"
+        details = {"total": self._total, "done": done, "running": self._running,
+                   "max_running": self._max_running, "pending": self._total - done - self._running,
+                   "by_status": counts}
+        return ProgressView(stage, percentage, details, self._updated_at)

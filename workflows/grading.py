@@ -1,0 +1,253 @@
+"""``GradingWorkflow``: load → grade (cognitive queue, checkpointed) → persist → review → done.
+
+Deterministic code only: every I/O is an activity; time comes from ``workflow.now()``. The
+``get_progress`` query shows the stage, a percentage and the agent's latest compact progress
+(questions done, node, checkpoint id, attempt), fed by the agent's ``agent_progress`` signals.
+A non-retryable failure marks the submission ``needs_intervention`` (error recorded) and fails
+the workflow with a non-retryable error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.agent import AgentActivities
+    from activities.grading import GradingActivities
+    from activities.types import (
+        AgentInput,
+        AgentOutput,
+        AgentProgress,
+        PersistInput,
+        StatusInput,
+        SubmissionRef,
+    )
+    from infra.constants import (
+        COGNITIVE_QUEUE,
+        GRADING_WORKFLOW,
+        QUERY_PROGRESS,
+        SIGNAL_AGENT_PROGRESS,
+        SIGNAL_EXTERNAL_EVENT,
+        SIGNAL_REVIEW,
+        UPDATE_REVIEW,
+        SubmissionStatus,
+    )
+
+MAX_EXTERNAL_EVENTS = 20
+"""External events kept in the workflow state (oldest dropped)."""
+DB_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=5)
+
+
+@dataclass
+class GradingInput:
+    """Input of :class:`GradingWorkflow`."""
+
+    submission_id: str
+    tenant_id: str
+    exam_id: str
+    trace_id: str
+    heartbeat_timeout_s: float = 30
+    """Heartbeat timeout of the agent activity."""
+    agent_timeout_s: float = 900
+    """Start-to-close timeout of one agent attempt."""
+    review_deadline_s: float = 604800
+    """How long a flagged submission waits for a reviewer."""
+    cognitive_queue: str = COGNITIVE_QUEUE
+    """Task queue of the agent activity."""
+    agent_max_attempts: int = 3
+    """Attempts of the agent activity (retries resume from the checkpoint)."""
+    agent_max_concurrency: int | None = None
+    """Questions graded at once; ``None``: all at once."""
+    low_confidence_threshold: float | None = None
+    """Override of the configured review threshold."""
+
+
+@dataclass
+class GradingOutput:
+    """Result of :class:`GradingWorkflow`."""
+
+    status: str
+    total: float
+    max_total: float
+    flagged: list[str]
+
+
+@dataclass
+class ReviewInput:
+    """A reviewer's decision (update ``submit_review`` or signal ``review``)."""
+
+    reviewer: str
+    overrides: dict[str, float] | None = None
+    """question_id -> score replacing the agent's."""
+    approve: bool = True
+    """``False`` rejects the grading (status ``failed``)."""
+
+
+@dataclass
+class ReviewAck:
+    """Answer of the ``submit_review`` update."""
+
+    accepted: bool
+    stage: str
+
+
+@dataclass
+class ExternalEvent:
+    """Signal ``external_event``: something happened outside (relayed from Redis)."""
+
+    event_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProgressView:
+    """Answer of the ``get_progress`` query."""
+
+    stage: str
+    percentage: float
+    """0..100."""
+    details: dict[str, Any]
+    """questions_done, questions_total, current_node, checkpoint_id, attempt, external_events, ..."""
+    updated_at: str
+    """ISO 8601 workflow time of the last change."""
+
+
+@workflow.defn(name=GRADING_WORKFLOW)
+class GradingWorkflow:
+    """Grades one submission; one workflow per submission, ever (id ``grade-<submission_id>``)."""
+
+    def __init__(self) -> None:
+        self._stage = "queued"
+        self._percentage = 0.0
+        self._details: dict[str, Any] = {"questions_done": 0, "questions_total": 0, "current_node": "",
+                                         "checkpoint_id": "", "attempt": 0, "external_events": []}
+        self._updated_at = ""
+        self._review: ReviewInput | None = None
+
+    def _set(self, stage: str, percentage: float | None = None, **details: Any) -> None:
+        self._stage = stage
+        if percentage is not None:
+            self._percentage = max(0.0, min(100.0, percentage))
+        self._details.update(details)
+        self._updated_at = workflow.now().isoformat()
+
+    @workflow.run
+    async def run(self, inp: GradingInput) -> GradingOutput:
+        """Run the grading pipeline."""
+        self._set("loading", 5)
+        ref = SubmissionRef(inp.submission_id, inp.tenant_id, inp.trace_id)
+        try:
+            meta = await workflow.execute_activity_method(
+                GradingActivities.load_grading_context, ref,
+                start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+            self._set("grading", 10, questions_total=meta.questions_total)
+            agent: AgentOutput = await workflow.execute_activity_method(
+                AgentActivities.run_grading_agent,
+                AgentInput(inp.submission_id, inp.tenant_id, inp.trace_id,
+                           low_confidence_threshold=inp.low_confidence_threshold,
+                           max_concurrency=inp.agent_max_concurrency),
+                task_queue=inp.cognitive_queue,
+                start_to_close_timeout=timedelta(seconds=inp.agent_timeout_s),
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
+                                         maximum_attempts=inp.agent_max_attempts,
+                                         non_retryable_error_types=["CheckpointWriteError"]))
+            self._set("persisting", 92, questions_done=len(agent.grades), resumed=agent.resumed,
+                      resume_reason=agent.resume_reason, thread_id=agent.thread_id, attempt=agent.attempt)
+            persisted = await workflow.execute_activity_method(
+                GradingActivities.persist_grading_result,
+                PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
+                             agent.flagged, inp.trace_id),
+                start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+        except ActivityError as err:
+            raise await self._intervention(inp, err) from err
+        total = agent.total
+        if persisted.status == SubmissionStatus.NEEDS_REVIEW:
+            self._set("needs_review", 95, flagged=agent.flagged)
+            status, total = await self._await_review(inp, total)
+        else:
+            status = SubmissionStatus.COMPLETED
+        self._set(status, 100)
+        return GradingOutput(status=status, total=total, max_total=agent.max_total, flagged=agent.flagged)
+
+    async def _await_review(self, inp: GradingInput, total: float) -> tuple[str, float]:
+        try:
+            await workflow.wait_condition(lambda: self._review is not None,
+                                          timeout=timedelta(seconds=inp.review_deadline_s))
+        except TimeoutError:
+            self._set("review_expired", details_note="review deadline passed; left in needs_review")
+            return SubmissionStatus.NEEDS_REVIEW, total
+        review = self._review
+        assert review is not None
+        target = SubmissionStatus.COMPLETED if review.approve else SubmissionStatus.FAILED
+        self._set("applying_review", 97, reviewer=review.reviewer)
+        out = await workflow.execute_activity_method(
+            GradingActivities.set_status,
+            StatusInput(inp.submission_id, inp.tenant_id, target, actor_id=review.reviewer,
+                        overrides=review.overrides,
+                        error=None if review.approve else f"rejected by reviewer {review.reviewer}",
+                        trace_id=inp.trace_id),
+            start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+        return out.status, out.total if out.total is not None else total
+
+    async def _intervention(self, inp: GradingInput, err: ActivityError) -> ApplicationError:
+        """Mark the submission ``needs_intervention`` and return the error that fails the run."""
+        cause = err.cause
+        kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
+        message = f"{kind}: {cause.message if isinstance(cause, ApplicationError) else cause}"
+        self._set("needs_intervention", error=message)
+        await workflow.execute_activity_method(
+            GradingActivities.mark_needs_intervention,
+            StatusInput(inp.submission_id, inp.tenant_id, SubmissionStatus.NEEDS_INTERVENTION,
+                        error=message, trace_id=inp.trace_id),
+            start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+        return ApplicationError(f"grading needs intervention: {message}", type=kind, non_retryable=True)
+
+    @workflow.query(name=QUERY_PROGRESS)
+    def get_progress(self) -> ProgressView:
+        """Current stage, percentage (0..100), details and time of the last change."""
+        return ProgressView(self._stage, self._percentage, dict(self._details), self._updated_at)
+
+    @workflow.signal(name=SIGNAL_AGENT_PROGRESS)
+    def agent_progress(self, progress: AgentProgress) -> None:
+        """Record the agent's compact progress (stale attempts ignored)."""
+        if progress.attempt < int(self._details.get("attempt") or 0) or self._stage != "grading":
+            return
+        total = progress.questions_total or 1
+        self._set("grading", 10 + 80 * min(progress.questions_done, total) / total,
+                  questions_done=progress.questions_done, questions_total=progress.questions_total,
+                  current_node=progress.current_node, checkpoint_id=progress.checkpoint_id,
+                  attempt=progress.attempt, thread_id=progress.thread_id)
+
+    @workflow.signal(name=SIGNAL_EXTERNAL_EVENT)
+    def external_event(self, event: ExternalEvent) -> None:
+        """Record an external event (kept in the state, visible in the query)."""
+        events = [*self._details.get("external_events", []),
+                  {"event_type": event.event_type, "payload": event.payload, "at": workflow.now().isoformat()}]
+        self._set(self._stage, external_events=events[-MAX_EXTERNAL_EVENTS:])
+
+    @workflow.signal(name=SIGNAL_REVIEW)
+    def review(self, review: ReviewInput) -> None:
+        """Record a reviewer's decision (first one wins; ignored unless awaiting review)."""
+        if self._stage == "needs_review" and self._review is None:
+            self._review = review
+
+    @workflow.update(name=UPDATE_REVIEW)
+    def submit_review(self, review: ReviewInput) -> ReviewAck:
+        """Accept a reviewer's decision; the validator refuses it unless awaiting review."""
+        self._review = review
+        return ReviewAck(accepted=True, stage=self._stage)
+
+    @submit_review.validator
+    def _validate_review(self, review: ReviewInput) -> None:
+        if self._stage != "needs_review" or self._review is not None:
+            raise ValueError(f"not awaiting review (stage {self._stage})")
+        if not review.reviewer:
+            raise ValueError("reviewer is required")
