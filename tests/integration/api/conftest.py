@@ -1,7 +1,7 @@
 """Fixtures of the API tests: ``auth_headers`` (the ONE place tests get credentials), a real server.
 
-``auth_headers(tenant_id) -> dict`` returns the headers that authenticate as a tenant. Today that is
-the DEV ONLY ``X-Tenant-ID`` header; when bearer tokens land, only this fixture changes.
+``auth_headers(tenant_id, roles=("admin",)) -> dict`` returns the headers that authenticate as a
+tenant: a bearer token signed with the test settings' secret.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import pytest
 
 from tests.integration.api.server import running_server
 
-AuthHeaders = Callable[[str], dict[str, str]]
+AuthHeaders = Callable[..., dict[str, str]]
 
 
 @pytest.fixture
-def auth_headers() -> AuthHeaders:
-    """Factory: ``auth_headers(tenant_id)`` -> headers acting as that tenant."""
+def auth_headers(app_settings) -> AuthHeaders:
+    """Factory: ``auth_headers(tenant_id)`` -> headers acting as that tenant (``admin`` unless ``roles``)."""
+    from infra.tokens import mint_token
 
-    def make(tenant_id: str) -> dict[str, str]:
-        return {"X-Tenant-ID": tenant_id}
+    def make(tenant_id: str, roles: tuple[str, ...] = ("admin",)) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(app_settings, tenant=tenant_id, roles=roles)}"}
 
     return make
 
