@@ -1,0 +1,131 @@
+"""Recovery paths of the grading agent at workflow level: resume, restart, intervention (props 3, 18)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
+
+from activities.agent import GradeCall
+from agents.checkpointer import open_saver
+from infra.constants import QUERY_PROGRESS
+from tests.integration.workflows.harness import (
+    POOL_KWARGS,
+    choice,
+    grader_calls,
+    grading_workers,
+    numeric,
+    seed,
+    submission,
+)
+from workflows.grading import GradingOutput, ProgressView
+
+QUESTIONS = [choice("q1"), numeric("q2"), choice("q3", "b"), numeric("q4", 5.0)]
+ANSWERS = {"q1": "a", "q2": 2.0, "q3": "a", "q4": 5.0}
+EXPECTED_TOTAL = 2.0 + 3.0 + 0.0 + 3.0
+
+CORRUPT_BLOBS_SQL = "UPDATE checkpoint_blobs SET blob = '\\xc1c1c1'::bytea WHERE thread_id = %s"
+CORRUPT_WRITES_SQL = "UPDATE checkpoint_writes SET blob = '\\xc1c1c1'::bytea WHERE thread_id = %s"
+DELETE_CHECKPOINTS_SQL = [
+    "DELETE FROM checkpoint_writes WHERE thread_id = %s",
+    "DELETE FROM checkpoint_blobs WHERE thread_id = %s",
+    "DELETE FROM checkpoints WHERE thread_id = %s",
+]
+
+
+def crash_after(k: int, before_crash=None):
+    """Hook: on attempt 1, let k questions through, then (optionally tamper and) crash."""
+    seen: list[str] = []
+
+    async def hook(call: GradeCall) -> None:
+        if call.attempt != 1:
+            return
+        if len(seen) == k:
+            if before_crash is not None:
+                await before_crash(call.thread_id)
+            raise RuntimeError("injected crash of attempt 1")
+        seen.append(call.question_id)
+
+    return hook
+
+
+async def _run(temporal_client, pools, saver, settings, task_queue, s, hook):
+    async with grading_workers(temporal_client, pools, saver, settings, task_queue, grade_hook=hook) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, agent_max_concurrency=1, heartbeat_timeout_s=5),
+            id=f"grade-{s.submission_id}", task_queue=task_queue, result_type=GradingOutput)
+        out = await handle.result()
+        view = await handle.query(QUERY_PROGRESS, result_type=ProgressView)
+    return out, view
+
+
+async def test_property3_retry_after_crash_resumes_without_regrading(temporal_client, pools, saver, gf_settings,
+                                                                    task_queue, tenant_id):
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    out, view = await _run(temporal_client, pools, saver, gf_settings, task_queue, s, crash_after(2))
+    assert out.status == "completed" and out.total == EXPECTED_TOTAL
+    assert view.details["attempt"] == 2 and view.details["resumed"] is True
+    assert view.details["resume_reason"].startswith("resumed from checkpoint")
+    assert await grader_calls(pools, s) == {q.id: 1 for q in QUESTIONS}
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+async def test_property3_corrupt_or_missing_checkpoint_restarts_cleanly(temporal_client, pools, saver, gf_settings,
+                                                                       pg_admin_url, task_queue, tenant_id, damage):
+    async def tamper(thread_id: str) -> None:
+        async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as conn:
+            if damage == "corrupt":
+                await conn.execute(CORRUPT_BLOBS_SQL, (thread_id,))
+                await conn.execute(CORRUPT_WRITES_SQL, (thread_id,))
+            else:
+                for sql in DELETE_CHECKPOINTS_SQL:
+                    await conn.execute(sql, (thread_id,))
+
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    out, view = await _run(temporal_client, pools, saver, gf_settings, task_queue, s, crash_after(2, tamper))
+    assert out.status == "completed" and out.total == EXPECTED_TOTAL  # same result as an undamaged run
+    assert view.details["attempt"] == 2 and view.details["resumed"] is False
+    calls = await grader_calls(pools, s)
+    assert sum(calls.values()) == 2 + len(QUESTIONS)  # a clean restart regrades everything
+    if damage == "corrupt":
+        assert view.details["resume_reason"].startswith("corrupt checkpoint")
+        assert view.details["thread_id"].endswith(":fresh-2")
+    else:
+        assert view.details["resume_reason"] == "no checkpoint"
+        assert ":fresh-" not in view.details["thread_id"]
+
+
+async def test_property18_failing_checkpoint_writes_mark_needs_intervention(
+        temporal_client, pools, gf_settings, pg_url, task_queue, tenant_id):
+    # A real PostgreSQL refusal: every write on this pool fails (read-only transactions).
+    kwargs = {**POOL_KWARGS, "options": "-c default_transaction_read_only=on"}
+    pool = AsyncConnectionPool(pg_url, min_size=1, max_size=2, kwargs=kwargs, open=False)
+    await pool.open()
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    try:
+        async with open_saver(pool, backoff_seconds=0.01) as ro_saver:
+            async with grading_workers(temporal_client, pools, ro_saver, gf_settings, task_queue) as cog:
+                handle = await temporal_client.start_workflow(
+                    "GradingWorkflow", s.grading_input(cog), id=f"grade-{s.submission_id}",
+                    task_queue=task_queue)
+                with pytest.raises(WorkflowFailureError) as failure:
+                    await handle.result()
+                history = await handle.fetch_history()
+    finally:
+        await pool.close()
+    assert "CheckpointWriteError" in str(failure.value.cause)
+    row = await submission(pools, s)
+    assert row["status"] == "needs_intervention"
+    assert "CheckpointWriteError" in row["error"] and "after 3 attempts" in row["error"]
+    agent_attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                      if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled.count("run_grading_agent") == 1 and max(agent_attempts) == 1  # not retried
+    assert scheduled[-1] == "mark_needs_intervention"
