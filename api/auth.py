@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from infra.settings import get_settings
@@ -102,19 +102,7 @@ def require_roles(*roles: str) -> Any:
     return check
 
 
-SubmitterDep = Annotated[Principal, Depends(require_roles("submitter"))]
-ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]
-AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
-
-
-async def websocket_principal(websocket: WebSocket) -> Principal | None:
-    """Authenticate a WebSocket (``Authorization`` header or ``?token=``).
-
-    Returns ``None`` after closing the socket with code 1008 (policy violation) when the token is
-    missing or invalid, so the route just returns.
-    """
-    result = principal_from_scope(websocket.scope)
-    if isinstance(result, Principal):
-        return result
-    await websocket.close(code=1008, reason="missing or invalid bearer token")
-    return None
+SUBMITTER = Depends(require_roles("submitter"))
+"""Route dependency: submitting work needs ``submitter`` (or ``admin``)."""
+AUTHOR = Depends(require_roles("reviewer"))
+"""Route dependency: authoring exams/rubrics and reviewing grades needs ``reviewer`` (or ``admin``)."""

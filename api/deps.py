@@ -10,15 +10,13 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Depends, Header
+from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from api.errors import ProblemError
+from api.auth import PrincipalDep
 from infra.pools import PoolManager
 from infra.settings import Settings
 
-TENANT_HEADER = "X-Tenant-ID"
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
@@ -42,30 +40,12 @@ def get_cache(conn: HTTPConnection) -> Any:
     return conn.app.state.cache
 
 
-def tenant_from_header(value: str | None) -> str | None:
-    """Validate a tenant id taken from the dev header; ``None`` when missing or malformed."""
-    if value is None or not TENANT_RE.fullmatch(value):
-        return None
-    return value
+def get_tenant(principal: PrincipalDep) -> str:
+    """The caller's tenant, taken from the verified bearer token (401 without one).
 
-
-TENANT_HEADER_DOC = ("DEV ONLY: tenant selection without authentication, until bearer tokens land. "
-                     "1-64 characters [A-Za-z0-9_.:-].")
-
-
-def get_tenant(
-    x_tenant_id: Annotated[str | None, Header(alias=TENANT_HEADER, description=TENANT_HEADER_DOC)] = None,
-) -> str:
-    """The caller's tenant.
-
-    DEV ONLY: until bearer-token authentication lands, the tenant is read from the
-    ``X-Tenant-ID`` header, unauthenticated. Missing or malformed → 401 problem.
+    Every query of the request runs under this tenant's row-level-security context.
     """
-    tenant = tenant_from_header(x_tenant_id)
-    if tenant is None:
-        raise ProblemError(401, f"Missing or invalid {TENANT_HEADER} header (dev-only tenant selection).",
-                           type_="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
-    return tenant
+    return principal.tenant_id
 
 
 def get_trace_id(conn: HTTPConnection) -> str:

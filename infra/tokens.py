@@ -7,6 +7,7 @@ subset of :data:`ROLES`), ``iat`` and ``exp``. The secret comes from
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ ALGORITHM = "HS256"
 ROLES = ("submitter", "reviewer", "admin")
 DEFAULT_TTL_SECONDS = 3600
 LEEWAY_SECONDS = 5
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+"""Tenant ids: 1-64 characters, safe in Redis key names and the ``tenants.id`` check."""
 
 
 class TokenError(ValueError):
@@ -65,8 +68,8 @@ def mint_token(settings: Any, *, tenant: str, roles: Iterable[str], sub: str | N
     unknown = set(granted) - set(ROLES)
     if unknown or not granted:
         raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {granted}")
-    if not tenant:
-        raise ValueError("tenant is required")
+    if not TENANT_RE.fullmatch(tenant or ""):
+        raise ValueError("tenant must be 1-64 characters [A-Za-z0-9_.:-]")
     issued = int(now if now is not None else time.time())
     claims = {
         "sub": sub or f"dev-{uuid.uuid4().hex[:8]}",
@@ -104,8 +107,8 @@ def verify_token(settings: Any, token: str) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise TokenError("token invalid") from exc
     sub, tenant, roles = claims["sub"], claims["tenant"], claims["roles"]
-    if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not tenant:
-        raise TokenError("token has an empty subject or tenant")
+    if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise TokenError("token has an empty subject or a malformed tenant")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("token roles must be a list of strings")
     return Principal(sub=sub, tenant_id=tenant, roles=frozenset(r for r in roles if r in ROLES))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from agents.rubric import Rubric
+from api.auth import AUTHOR
 from api.deps import CacheDep, PoolsDep, TenantDep, TraceIdDep, x_cache
 from api.errors import ProblemError
 from api.schemas import ExamCreate, ExamOut, QuestionOut
@@ -17,7 +18,7 @@ def _not_found(exam_id: str) -> ProblemError:
     return ProblemError(404, f"No exam {exam_id!r} for this tenant.", type_="exam-not-found")
 
 
-@router.post("", status_code=201, response_model=ExamOut)
+@router.post("", status_code=201, response_model=ExamOut, dependencies=[AUTHOR])
 async def create_exam(body: ExamCreate, tenant: TenantDep, pools: PoolsDep, cache: CacheDep,
                       response: Response) -> dict:
     """Create an exam; every rubric starts at version 1 with its hash precomputed and cached."""
@@ -37,7 +38,7 @@ async def get_exam(exam_id: str, tenant: TenantDep, pools: PoolsDep, cache: Cach
     return exam
 
 
-@router.put("/{exam_id}/questions/{question_id}/rubric", response_model=QuestionOut)
+@router.put("/{exam_id}/questions/{question_id}/rubric", response_model=QuestionOut, dependencies=[AUTHOR])
 async def put_rubric(exam_id: str, question_id: str, body: Rubric, tenant: TenantDep, pools: PoolsDep,
                      cache: CacheDep, trace_id: TraceIdDep) -> dict:
     """Replace a question's rubric with a new version (new hash, cache invalidated, ``rubric.changed``)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from api.auth import SUBMITTER
 from api.deps import CacheDep, PoolsDep, SettingsDep, TemporalDep, TenantDep, TraceIdDep, x_cache
 from api.errors import ProblemError
 from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
@@ -39,7 +40,7 @@ async def _start(temporal: object, settings: object, created: submissions_store.
                        type(exc).__name__, exc)
 
 
-@router.post("", status_code=202, response_model=SubmissionAccepted)
+@router.post("", status_code=202, response_model=SubmissionAccepted, dependencies=[SUBMITTER])
 async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: PoolsDep, temporal: TemporalDep,
                             settings: SettingsDep, trace_id: TraceIdDep, request: Request,
                             response: Response) -> dict:

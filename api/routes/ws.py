@@ -3,8 +3,9 @@
 Connect with ``?last_event_id=<stream id>`` to first receive the durable events after that id from
 the tenant's Redis Stream, then live ones, with no duplicates. Every message is JSON
 ``{event_id, stream_id, event_type, submission_id, occurred_at, payload}``; the first one has
-``event_type`` ``snapshot`` and the current view as payload. Tenant: the DEV ONLY ``X-Tenant-ID``
-header (close code 4401 when missing); unknown submission/exam: close code 4404.
+``event_type`` ``snapshot`` and the current view as payload. Authentication: a bearer token in the
+``Authorization`` header or ``?token=`` (close code 4401 when missing or invalid); the feed only ever
+shows the token's tenant, so another tenant's submission/exam is unknown: close code 4404.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
-from api.deps import TENANT_HEADER, tenant_from_header
+from api.auth import principal_from_scope
 from infra import exams_store, submissions_store
 from infra.live_subscriber import LiveSubscriber, for_exam, for_submission
+from infra.tokens import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,12 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 1011
 MESSAGE_FIELDS = ("event_id", "stream_id", "event_type", "submission_id", "occurred_at", "payload")
+
+
+def _tenant_of(websocket: WebSocket) -> str | None:
+    """The tenant of the WebSocket's bearer token (header or ``?token=``), ``None`` when unauthenticated."""
+    principal = principal_from_scope(websocket.scope)
+    return principal.tenant_id if isinstance(principal, Principal) else None
 
 
 def _message(event: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +111,7 @@ async def _pump(websocket: WebSocket, subscriber: LiveSubscriber) -> None:
 @router.websocket("/submissions/{submission_id}")
 async def submission_feed(websocket: WebSocket, submission_id: str, last_event_id: str | None = None) -> None:
     """Snapshot of the submission, then every event about it (replayed after ``last_event_id``)."""
-    tenant = tenant_from_header(websocket.headers.get(TENANT_HEADER))
+    tenant = _tenant_of(websocket)
     if tenant is None:
         await websocket.close(code=CLOSE_UNAUTHENTICATED)
         return
@@ -119,7 +127,7 @@ async def submission_feed(websocket: WebSocket, submission_id: str, last_event_i
 @router.websocket("/exams/{exam_id}")
 async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | None = None) -> None:
     """Snapshot of the exam (with submission counts per status), then events naming the exam."""
-    tenant = tenant_from_header(websocket.headers.get(TENANT_HEADER))
+    tenant = _tenant_of(websocket)
     if tenant is None:
         await websocket.close(code=CLOSE_UNAUTHENTICATED)
         return
