@@ -19,9 +19,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.errors import BodySizeLimitMiddleware, install_error_handlers
+from api.middleware.idempotency import IdempotencyMiddleware
+from api.middleware.ratelimit import RateLimitMiddleware
+from api.openapi import install_openapi
 from api.routes import api_router
 from infra.cache import Cache
 from infra.pools import PoolManager
+from infra.ratelimit import RateLimiter
 from infra.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +67,29 @@ async def connect_temporal(settings: Settings, *, attempts: int = TEMPORAL_CONNE
     return None
 
 
+API_DESCRIPTION = (
+    "Durable AI grading. Authenticate with `Authorization: Bearer <JWT>` (claims `sub`, `tenant`, `roles`, "
+    "`exp`); every request only sees its token's tenant. Writes accept an `Idempotency-Key` header. "
+    "Requests are rate limited per tenant and route class (`RateLimit-*` headers; 429 with `Retry-After`). "
+    "Every error is `application/problem+json` (RFC 9457)."
+)
+
+
+async def _ensure_schedules(temporal: Any, settings: Settings) -> None:
+    """Create or update the hourly idempotency-key purge schedule (best effort: logged on failure)."""
+    if temporal is None:
+        return
+    from datetime import timedelta
+
+    from infra.schedules import ensure_purge_schedule
+
+    try:
+        await ensure_purge_schedule(
+            temporal, every=timedelta(minutes=settings.idempotency_purge_interval_minutes))
+    except Exception as exc:  # noqa: BLE001 - the API serves without it; the next start retries
+        logger.warning("could not ensure the idempotency purge schedule: %s", exc)
+
+
 def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
                grading_options: dict[str, Any] | None = None) -> FastAPI:
     """Build the API.
@@ -88,20 +115,25 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
             app.state.pools = pools
             app.state.cache = Cache(pools.redis, ttl_seconds=settings.cache_ttl_seconds)
             app.state.temporal = temporal_client or await connect_temporal(settings)
+            app.state.rate_limiter = RateLimiter.from_settings(settings, pools.redis)
+            await _ensure_schedules(app.state.temporal, settings)
             yield
         finally:
             await pools.close(timeout=settings.shutdown_timeout)
 
     app = FastAPI(
         title="gradeflow", version="0.1.0", lifespan=lifespan,
-        description="Durable AI grading. DEV ONLY: the tenant is taken from the `X-Tenant-ID` header "
-                    "until bearer-token authentication lands.",
+        description=API_DESCRIPTION,
     )
     app.state.settings = settings
     app.state.grading_options = dict(grading_options or {})
     install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware, ttl_hours=settings.idempotency_ttl_hours,
+                       lease_seconds=settings.idempotency_lease_seconds)
     app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
     app.include_router(api_router)
+    install_openapi(app)
     return app
 
 

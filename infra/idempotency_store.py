@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 
 CLAIM_SQL = """
@@ -32,6 +33,9 @@ ON CONFLICT (tenant_id, caller, method, path, key) DO UPDATE
 RETURNING 1
 """
 """Claim a key: insert it, or take over an expired row or an abandoned in-flight one."""
+
+ENSURE_TENANT_SQL = "INSERT INTO tenants (id) VALUES (%s) ON CONFLICT DO NOTHING"
+"""A tenant's first request may be a keyed POST: its row must exist for the foreign key."""
 
 SELECT_SQL = """
 SELECT fingerprint, state, response_status, response_headers, response_body,
@@ -142,10 +146,15 @@ class IdempotencyStore:
         """
         params = {**scope.params(), "fingerprint": fingerprint, "ttl": self._ttl, "lease": self._lease}
         for _ in range(MAX_CLAIM_ATTEMPTS):
-            async with self._pools.transaction(scope.tenant_id) as conn:
-                cur = await conn.execute(CLAIM_SQL, params)
-                if await cur.fetchone() is not None:
-                    return Claim(Outcome.CLAIMED)
+            try:
+                async with self._pools.transaction(scope.tenant_id) as conn:
+                    cur = await conn.execute(CLAIM_SQL, params)
+                    if await cur.fetchone() is not None:
+                        return Claim(Outcome.CLAIMED)
+            except ForeignKeyViolation:
+                async with self._pools.transaction(scope.tenant_id) as conn:
+                    await conn.execute(ENSURE_TENANT_SQL, (scope.tenant_id,))
+                continue
             async with self._pools.transaction(scope.tenant_id) as conn:
                 cur = await conn.execute(SELECT_SQL, params)
                 row = await cur.fetchone()

@@ -14,8 +14,11 @@ import binascii
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from prometheus_client import Counter
@@ -140,7 +143,7 @@ def encode_cursor(sort_by: str, sort_order: str, value: Any, row_id: Any) -> str
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, query: ListQuery) -> tuple[str, str]:
+def decode_cursor(cursor: str, query: ListQuery, cast: str = "text") -> tuple[str, str]:
     """Return ``(value, id)`` of a cursor made for the same sort; else :class:`ListingError`."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -152,7 +155,22 @@ def decode_cursor(cursor: str, query: ListQuery) -> tuple[str, str]:
     if (sort_by, order) != (query.sort_by, query.sort_order) or not isinstance(row_id, str) or value is None:
         raise ListingError([{"loc": ["query", "cursor"], "type": "value_error",
                              "msg": "cursor was made for another sort order"}])
+    try:
+        uuid.UUID(row_id)
+        _CURSOR_CHECKS[cast](str(value))
+    except (KeyError, ValueError, ArithmeticError) as exc:
+        raise ListingError([{"loc": ["query", "cursor"], "type": "value_error",
+                             "msg": "malformed cursor"}]) from exc
     return str(value), row_id
+
+
+def _check_text(value: str) -> None:
+    if "\x00" in value:
+        raise ValueError("NUL in cursor")
+
+
+_CURSOR_CHECKS = {"timestamptz": datetime.fromisoformat, "numeric": Decimal, "text": _check_text}
+"""Parse a cursor value as its SQL cast would, so a forged cursor is a 422, never a database error."""
 
 
 def validate(resource: ListResource, query: ListQuery) -> None:
@@ -191,7 +209,7 @@ def build_list_sql(resource: ListResource, query: ListQuery, tenant_id: str) -> 
             sql.Identifier(spec.column), sql.SQL(spec.op), sql.Placeholder(f"f_{name}")))
         params[f"f_{name}"] = value
     if query.cursor:
-        params["cursor_value"], params["cursor_id"] = decode_cursor(query.cursor, query)
+        params["cursor_value"], params["cursor_id"] = decode_cursor(query.cursor, query, key.cast)
         template = CURSOR_DESC_SQL if query.sort_order == "desc" else CURSOR_ASC_SQL
         conditions.append(sql.SQL(template).format(sort_expr=sort_expr, cast=sql.SQL(key.cast)))
         params["offset"] = 0

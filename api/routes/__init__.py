@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from api.routes import exams, health, progress, submissions, ws
+from api.routes import exams, health, listing, progress, submissions, ws
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(exams.router)
+api_router.include_router(listing.router)
 api_router.include_router(submissions.router)
 api_router.include_router(progress.router)
 api_router.include_router(ws.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolsDep, TemporalDep
 from api.schemas import HealthOut, ReadyOut
@@ -31,14 +31,17 @@ async def _temporal_check(temporal: object) -> str:
 
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response) -> dict:
+async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, request: Request) -> dict:
     """Readiness: 503 when PostgreSQL is down; ``degraded`` when Redis or Temporal is.
 
     With Redis down reads fall back to PostgreSQL; with Temporal down submissions are still accepted
     and the outbox reconciler starts their workflows later.
     """
     checks, temporal_state = await asyncio.gather(pools.health(), _temporal_check(temporal))
+    limiter = getattr(request.app.state, "rate_limiter", None)
     checks = {**checks, "temporal": temporal_state}
+    if limiter is None or limiter.degraded:  # listed only while Redis-backed limits are not in force
+        checks["rate_limiter"] = "degraded: in-process fallback"
     if checks["database"] != "ok":
         response.status_code = 503
         return {"status": "unavailable", "checks": checks}

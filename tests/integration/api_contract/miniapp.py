@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 
 from api.auth import PrincipalDep, require_roles
 from api.middleware.idempotency import IdempotencyMiddleware
-from api.middleware.ratelimit import RateLimitMiddleware
 from api.middleware.problem import problem_response
+from api.middleware.ratelimit import RateLimitMiddleware
 from infra.ratelimit import RateLimiter
 from infra.tokens import mint_token
 

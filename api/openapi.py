@@ -1,0 +1,129 @@
+"""The OpenAPI document: bearer security, idempotency headers, problem responses and examples.
+
+FastAPI derives paths and schemas from the routes; :func:`install_openapi` then adds what routes
+do not declare one by one: every error an operation can return (as ``application/problem+json``),
+the ``Idempotency-Key`` headers of writes, the ``RateLimit-*``/``Retry-After`` headers and request
+examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+WRITE_METHODS = ("post", "put", "patch")
+PUBLIC_PREFIXES = ("/v1/health",)
+RATE_HEADERS = {
+    "RateLimit-Limit": {"description": "Requests allowed per window.", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "Requests left now.", "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "Seconds until the bucket is full.", "schema": {"type": "integer"}},
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
+class FieldError(BaseModel):
+    """One invalid field."""
+
+    field: str = Field(examples=["answers.q1"])
+    message: str = Field(examples=["Field required"])
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every 4xx/5xx response."""
+
+    type: str = Field(examples=["https://gradeflow.dev/problems/validation-error"])
+    title: str = Field(examples=["Unprocessable Content"])
+    status: int = Field(ge=400, le=599, examples=[422])
+    detail: str = Field(examples=["The request is invalid; see errors."])
+    instance: str | None = Field(default=None, examples=["/v1/submissions"])
+    errors: list[FieldError] | None = None
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+IDEMPOTENCY_PARAMS = [
+    {"name": name, "in": "header", "required": False,
+     "description": "Makes the request safe to retry: the first response is stored for 24 h and replayed "
+                    "(`Idempotent-Replayed: true`) for the same key, caller and endpoint.",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[A-Za-z0-9_.:-]+$"}}
+    for name in ("Idempotency-Key", "X-Idempotency-Key")
+]
+
+EXAMPLES = {
+    ("/v1/submissions", "post"): {"exam_id": "6f1c2a9e-3b7d-4c1e-9a51-0c2f7d8e9b10", "student_id": "s-1042",
+                                  "answers": {"q1": "b", "q2": 42}, "external_id": "lms-attempt-77"},
+    ("/v1/exams", "post"): {"title": "Biology quiz", "questions": [
+        {"id": "q1", "type": "choice", "prompt": "Which organelle does photosynthesis?", "max_points": 1,
+         "rubric": {"options": ["a", "b", "c"], "correct": ["b"]}}]},
+}
+
+
+def _decorate(path: str, method: str, op: dict[str, Any]) -> None:
+    responses = op.setdefault("responses", {})
+    responses.pop("422", None)
+    if path.startswith(PUBLIC_PREFIXES):
+        op.pop("security", None)
+        responses["500"] = _problem("Unexpected error.")
+        return
+    op["security"] = [{"bearerAuth": []}]
+    for code in [c for c in responses if c.startswith("2")]:
+        responses[code].setdefault("headers", {}).update(RATE_HEADERS)
+    responses["401"] = _problem("Missing, invalid or expired bearer token.",
+                                {"WWW-Authenticate": {"schema": {"type": "string"}}})
+    responses["403"] = _problem("The token's roles do not allow this operation.")
+    if "{" in path:
+        responses["404"] = _problem("No such resource for this tenant (other tenants' resources are never "
+                                    "revealed).")
+    responses["422"] = _problem("Invalid input; `errors` names each invalid field.")
+    responses["429"] = _problem("Rate limit exceeded.", {**RETRY_AFTER, **RATE_HEADERS})
+    responses["500"] = _problem("Unexpected error.")
+    responses["503"] = _problem("A dependency is unavailable or the database is busy.", RETRY_AFTER)
+    if method in WRITE_METHODS:
+        op.setdefault("parameters", []).extend(IDEMPOTENCY_PARAMS)
+        responses["409"] = _problem("A request with this idempotency key is still in flight.", RETRY_AFTER)
+        responses["413"] = _problem("The request body is too large.")
+        example = EXAMPLES.get((path, method))
+        content = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if example is not None and content is not None:
+            content["example"] = example
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Replace ``app.openapi`` with a generator that completes FastAPI's document (cached)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes, tags=app.openapi_tags)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        _, defs = models_json_schema([(FieldError, "validation"), (Problem, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        schemas.update(defs["$defs"])
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        components.setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "HS256 JWT with claims `sub`, `tenant`, `roles` (submitter, reviewer, admin) and "
+                           "`exp`. Mint one for development with `gradeflow token --tenant T --role R`."}
+        for path, item in schema.get("paths", {}).items():
+            for method, op in item.items():
+                if isinstance(op, dict) and "responses" in op:
+                    _decorate(path, method, op)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
