@@ -37,7 +37,7 @@ async def api_url(app_settings, temporal_client, task_queue) -> AsyncIterator[st
     from api.app import create_app
 
     app = create_app(app_settings, temporal_client=temporal_client,
-                     grading_options={"task_queue": task_queue})
+                     grading_options={"task_queue": task_queue, "cognitive_queue": f"{task_queue}-cog"})
     async with running_server(app) as url:
         yield url
 
