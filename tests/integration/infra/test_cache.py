@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 from hypothesis import given
 from hypothesis import strategies as st
+from redis import exceptions as redis_errors
 
 from infra.cache import Cache, Invalidation, InvalidationListener, write_through
 from infra.keys import exam_key
@@ -146,7 +146,8 @@ async def test_read_through_from_postgres_miss_returns_none_uncached(pools: Pool
     value, source = await cache.read_through(key, lambda: _db_title(pools, tenant_id, exam_id))
     assert (value, source) == ("real title", "database")
     missing = exam_key(tenant_id, str(uuid.uuid4()))
-    assert await cache.read_through(missing, lambda: _db_title(pools, tenant_id, "00000000-0000-0000-0000-000000000000")) == (None, "database")
+    nobody = "00000000-0000-0000-0000-000000000000"
+    assert await cache.read_through(missing, lambda: _db_title(pools, tenant_id, nobody)) == (None, "database")
     assert await pools.redis.exists(missing) == 0
 
 
@@ -202,7 +203,7 @@ async def test_property7_invalidation_reaches_every_listener(pools: PoolManager,
             assert await pools.redis.exists(key) == 0
         expected = [Invalidation(tenant_id, exam_key(tenant_id, f"e{k}"), "test-origin") for k in range(keys)]
         async with asyncio.timeout(5):
-            while any([e for e in r if e.tenant_id == tenant_id] != expected for r in received):
+            while any([e for e in r if e.tenant_id == tenant_id] != expected for r in received):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert all(local == {} for local in local_caches)
     finally:
