@@ -90,13 +90,14 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
     return workflow_id
 
 
-def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_QUEUE,
-                            settings: Any = None) -> Callable[[Any], Awaitable[None]]:
+def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_QUEUE, settings: Any = None,
+                            **overrides: Any) -> Callable[[Any], Awaitable[None]]:
     """Build the outbox relay handler that starts gradings for ``submission.received`` events.
 
     The handler reads ``submission_id``, ``exam_id`` and ``trace_id`` from the event payload
     (falling back to the envelope's ``target_id`` and ``trace_id``); other event types are ignored.
-    Starting is idempotent, so redelivered events are harmless.
+    Starting is idempotent, so redelivered events are harmless. ``overrides`` are passed on to
+    :func:`start_grading` (e.g. ``cognitive_queue``).
     """
 
     async def handle(event: Any) -> None:
@@ -107,6 +108,7 @@ def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_Q
         exam_id = str(payload.get("exam_id") or "")
         trace_id = str(payload.get("trace_id") or event.trace_id or "")
         await start_grading(client, submission_id=submission_id, tenant_id=event.tenant_id,
-                            exam_id=exam_id, trace_id=trace_id, settings=settings, task_queue=task_queue)
+                            exam_id=exam_id, trace_id=trace_id, settings=settings, task_queue=task_queue,
+                            **overrides)
 
     return handle
