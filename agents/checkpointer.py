@@ -3,10 +3,8 @@
 Built on ``langgraph.checkpoint.postgres.aio.AsyncPostgresSaver`` (whose tables already store
 channel values as per-version blobs, so only changed channels are written). On top of it:
 
-* :class:`ZstdCipher`, plugged into LangGraph's ``EncryptedSerializer``: payloads above a
-  threshold are zstd-compressed and typed ``<type>+zstd`` (e.g. ``msgpack+zstd``), smaller ones
-  are stored as-is typed ``<type>+raw``. Rows written by the stock saver (type ``msgpack``, no
-  ``+``) still load, as ``EncryptedSerializer`` passes untagged payloads straight through.
+* the compressing serializer of :mod:`agents.serde` by default (``msgpack+zstd`` above a
+  threshold, ``msgpack+raw`` below; untagged rows of the stock saver still load).
 * :class:`GradeflowSaver`: ``aput`` / ``aput_writes`` (and so the sync ``put`` /
   ``put_writes``) are tried 3 times with a small backoff, then raise
   :class:`CheckpointWriteError`, which the activity maps to "manual intervention".
@@ -17,109 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-import zstandard
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from agents.serde import DEFAULT_COMPRESS_THRESHOLD, RAW_TAG, ZSTD_TAG, ZstdCipher, make_serde
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ZSTD_TAG = "zstd"
-"""Cipher name of compressed payloads (full type e.g. ``msgpack+zstd``)."""
-RAW_TAG = "raw"
-"""Cipher name of payloads stored uncompressed by this serializer (e.g. ``msgpack+raw``)."""
-DEFAULT_COMPRESS_THRESHOLD = 512
-"""Payloads of at least this many bytes are compressed."""
+__all__ = [
+    "DEFAULT_COMPRESS_THRESHOLD",
+    "RAW_TAG",
+    "ZSTD_TAG",
+    "CheckpointWriteError",
+    "CorruptCheckpointError",
+    "GradeflowSaver",
+    "ResumePoint",
+    "ZstdCipher",
+    "load_resume_point",
+    "make_serde",
+    "open_saver",
+]
+
 DEFAULT_WRITE_ATTEMPTS = 3
 """Checkpoint write tries before giving up."""
 DEFAULT_BACKOFF_SECONDS = 0.05
 """Base of the linear backoff between write tries."""
-
-
-class ZstdCipher:
-    """``CipherProtocol`` that zstd-compresses payloads above a threshold.
-
-    zstandard compressor objects are not thread-safe and the saver serializes from worker
-    threads (``asyncio.to_thread``), so each thread gets its own compressor and decompressor.
-    """
-
-    def __init__(self, *, threshold: int = DEFAULT_COMPRESS_THRESHOLD, level: int = 3) -> None:
-        """Create the cipher.
-
-        Args:
-            threshold: Smallest payload size, in bytes, that is compressed.
-            level: zstd compression level.
-
-        """
-        self.threshold = threshold
-        self.level = level
-        self._local = threading.local()
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        comp = getattr(self._local, "compressor", None)
-        if comp is None:
-            comp = self._local.compressor = zstandard.ZstdCompressor(level=self.level)
-        return comp
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        dec = getattr(self._local, "decompressor", None)
-        if dec is None:
-            dec = self._local.decompressor = zstandard.ZstdDecompressor()
-        return dec
-
-    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
-        """Compress ``plaintext`` if it is large enough; return ``(tag, payload)``."""
-        if len(plaintext) < self.threshold:
-            return RAW_TAG, plaintext
-        return ZSTD_TAG, self._compressor().compress(plaintext)
-
-    def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
-        """Undo :meth:`encrypt`.
-
-        Raises:
-            ValueError: Unknown tag.
-            zstandard.ZstdError: Corrupt compressed payload.
-
-        """
-        if ciphername == RAW_TAG:
-            return ciphertext
-        if ciphername == ZSTD_TAG:
-            return self._decompressor().decompress(ciphertext)
-        raise ValueError(f"unknown checkpoint payload tag {ciphername!r}")
-
-    def __copy__(self) -> ZstdCipher:
-        return ZstdCipher(threshold=self.threshold, level=self.level)
-
-
-def make_serde(
-    *, threshold: int = DEFAULT_COMPRESS_THRESHOLD, level: int = 3, inner: SerializerProtocol | None = None
-) -> EncryptedSerializer:
-    """Build the compressing serializer.
-
-    Args:
-        threshold: Smallest payload size, in bytes, that is compressed.
-        level: zstd compression level.
-        inner: Serializer of the values; default ``JsonPlusSerializer()``, which, like the
-            stock saver's, honours ``LANGGRAPH_STRICT_MSGPACK`` (strict mode: only LangGraph's
-            safe types, plus what the graph's ``with_allowlist`` adds, deserialize).
-
-    """
-    cipher = ZstdCipher(threshold=threshold, level=level)
-    return EncryptedSerializer(cipher, serde=inner or JsonPlusSerializer())
 
 
 class CheckpointWriteError(RuntimeError):

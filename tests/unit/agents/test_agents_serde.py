@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from agents.checkpointer import RAW_TAG, ZSTD_TAG, ZstdCipher, make_serde
+from agents.serde import RAW_TAG, ZSTD_TAG, ZstdCipher, make_serde
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=50)
