@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -50,11 +50,15 @@ async def client(api_url) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A TCP port on 127.0.0.1 with nothing listening (a service that is down)."""
+def closed_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 with nothing listening (a service that is down).
+
+    The port stays bound (not listening) for the whole test, so connections are refused and no
+    other server of the test (e.g. uvicorn picking a free port) can take it over.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def question(qid: str, qtype: str = "choice", **extra: Any) -> dict[str, Any]:

@@ -65,15 +65,20 @@ async def test_trace_id_is_generated_without_traceparent(client, auth_headers, t
     assert len(trace) == 32 and int(trace, 16) >= 0
 
 
+@pytest.mark.parametrize("client_kind", ["unreachable-at-startup", "lazy-client-on-closed-port"])
 async def test_start_failure_still_answers_202_and_leaves_the_outbox_row(app_settings, auth_headers, tenant_id,
                                                                          pg_admin_url, closed_port,
-                                                                         temporal_client):
+                                                                         temporal_client, client_kind):
+    from temporalio.client import Client
+
     from api.app import create_app
 
-    settings = app_settings.model_copy(update={"temporal_address": f"127.0.0.1:{closed_port}"})
-    app = create_app(settings)
+    address = f"127.0.0.1:{closed_port}"
+    settings = app_settings.model_copy(update={"temporal_address": address})
+    broken = await Client.connect(address, lazy=True) if client_kind.startswith("lazy") else None
+    app = create_app(settings, temporal_client=broken)
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
-        assert app.state.temporal is None
+        assert app.state.temporal is broken
         exam_id = await _exam(http, auth_headers(tenant_id))
         resp = await http.post("/v1/submissions", json={"exam_id": exam_id, "student_id": "s1",
                                                         "answers": GOOD_ANSWERS}, headers=auth_headers(tenant_id))
