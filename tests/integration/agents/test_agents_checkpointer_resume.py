@@ -18,7 +18,15 @@ from agents.checkpointer import (
 )
 from agents.context import GradingContext
 from agents.graph import build_grading_graph
-from tests.integration.agents.helpers import FlakyPool, cfg, checkpoint_ids, exam, make_checkpoint, open_pool
+from tests.integration.agents.helpers import (
+    FlakyPool,
+    cfg,
+    checkpoint_ids,
+    ensure_checkpoint_tables,
+    exam,
+    make_checkpoint,
+    open_pool,
+)
 
 PROPS = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 META = {"source": "loop", "step": 0, "parents": {}}
@@ -42,7 +50,7 @@ answers = st.fixed_dictionaries({
 @pytest.fixture(scope="module")
 async def pool(pg_url):
     async with open_pool(pg_url, FlakyPool) as p:
-        await GradeflowSaver(p).setup()
+        await ensure_checkpoint_tables(p)
         yield p
 
 

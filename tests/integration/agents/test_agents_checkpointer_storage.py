@@ -13,7 +13,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agents.checkpointer import DEFAULT_COMPRESS_THRESHOLD, GradeflowSaver, open_saver
-from tests.integration.agents.helpers import cfg, checkpoint_ids, make_checkpoint, open_pool
+from tests.integration.agents.helpers import cfg, checkpoint_ids, ensure_checkpoint_tables, make_checkpoint, open_pool
 
 PROPS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 META = {"source": "loop", "step": 0, "parents": {}}
@@ -28,7 +28,7 @@ json_values = st.recursive(
 @pytest.fixture(scope="module")
 async def pool(pg_url):
     async with open_pool(pg_url) as p:
-        await GradeflowSaver(p).setup()
+        await ensure_checkpoint_tables(p)
         yield p
 
 
@@ -225,7 +225,7 @@ async def test_sync_calls_from_event_loop_thread_are_refused(saver):
 
 
 async def test_open_saver_from_conninfo_and_pool_checks(pg_url):
-    async with open_saver(pg_url, setup=True) as s:
+    async with open_saver(pg_url) as s:
         assert await s.aget_tuple(cfg(f"none-{uuid.uuid4()}")) is None
     from psycopg_pool import AsyncConnectionPool
 
