@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -111,7 +111,7 @@ def build_grading_graph(
     *,
     model: BaseChatModel | None = None,
     on_grade: OnGrade | None = None,
-) -> CompiledStateGraph:
+) -> CompiledStateGraph[GradingState, GradingContext, GradingState, GradingState]:
     """Build and compile the grading graph.
 
     Args:
@@ -151,7 +151,8 @@ def build_grading_graph(
 
     builder = StateGraph(GradingState, context_schema=GradingContext)
     builder.add_node(SUPERVISOR, supervisor)
-    builder.add_node(GRADE_QUESTION, grade_question)
+    # Typed on its Send payload, not the state; input_schema= would add GradeTask's keys as channels.
+    builder.add_node(GRADE_QUESTION, cast(Any, grade_question))
     builder.add_node(AGGREGATE, aggregate)
     builder.add_node(MODERATE, moderate)
     builder.add_edge(START, SUPERVISOR)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GradeStatus = Literal["graded", "needs_review"]
 """Outcome of moderation."""
@@ -35,6 +35,12 @@ class QuestionGrade(BaseModel):
     """Criterion ids (or option names) not satisfied."""
     grader: str
     """Engine that produced the grade, e.g. ``choice``, ``llm``, ``rubric-fallback``."""
+
+    @model_validator(mode="after")
+    def _score_within_max(self) -> QuestionGrade:
+        if self.score > self.max_points + 1e-9:
+            raise ValueError(f"score {self.score:g} exceeds max_points {self.max_points:g}")
+        return self
 
 
 def merge_reducer(left: dict[str, dict] | None, right: dict[str, dict] | None) -> dict[str, dict]:
