@@ -83,9 +83,8 @@ def _decorate(path: str, method: str, op: dict[str, Any]) -> None:
     responses["401"] = _problem("Missing, invalid or expired bearer token.",
                                 {"WWW-Authenticate": {"schema": {"type": "string"}}})
     responses["403"] = _problem("The token's roles do not allow this operation.")
-    if "{" in path:
-        responses["404"] = _problem("No such resource for this tenant (other tenants' resources are never "
-                                    "revealed).")
+    responses["404"] = _problem("No such resource (or referenced resource, e.g. the exam) for this tenant; "
+                                "other tenants' resources are never revealed.")
     responses["422"] = _problem("Invalid input; `errors` names each invalid field.")
     responses["429"] = _problem("Rate limit exceeded.", {**RETRY_AFTER, **RATE_HEADERS})
     responses["500"] = _problem("Unexpected error.")

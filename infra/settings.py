@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import Field, PostgresDsn, RedisDsn, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-secret-change-me", "secret"})
-DEV_JWT_SECRET = "dev-secret-change-me"
+DEV_JWT_SECRET = "dev-secret-change-me-never-use-in-production"
+"""Dev/test default (32+ bytes, as RFC 7518 asks of HS256 keys); refused in prod like any placeholder."""
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-secret-change-me", "secret", DEV_JWT_SECRET})
 
 
 class Settings(BaseSettings):
