@@ -25,12 +25,14 @@ from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
 from activities.grading import GradingActivities
+from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.pools import PoolManager
 from infra.settings import Settings, get_settings
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingWorkflow
+from workflows.purge import IdempotencyPurgeWorkflow
 
 logger = logging.getLogger("gradeflow.worker")
 
@@ -104,9 +106,10 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             grading = GradingActivities(pools, settings)
             workers.append(Worker(
                 client, task_queue=task_queue or ORCHESTRATION_QUEUE,
-                workflows=[GradingWorkflow, BatchGradingWorkflow],
+                workflows=[GradingWorkflow, BatchGradingWorkflow, IdempotencyPurgeWorkflow],
                 activities=[grading.load_grading_context, grading.persist_grading_result,
-                            grading.set_status, grading.mark_needs_intervention],
+                            grading.set_status, grading.mark_needs_intervention,
+                            MaintenanceActivities(pools).purge_expired_idempotency_keys],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
             ))
         if queue in ("cognitive", "all"):
