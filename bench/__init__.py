@@ -1,0 +1,1 @@
+"""Benchmarks of gradeflow: ``python -m bench.run`` (``make bench``); see bench/README.md."""

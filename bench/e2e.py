@@ -1,0 +1,287 @@
+"""End-to-end benchmark: N submissions of 20 questions through the HTTP API until graded.
+
+The platform runs as in ``gradeflow dev``: the API, the orchestration worker, the cognitive worker
+and the outbox relay, each its own process (``python -m infra.cli ...``) pointed at the embedded
+stack. The bench creates one exam, then submits ``n`` submissions with at most ``concurrency`` in
+flight; each slot POSTs ``/v1/submissions``, opens ``WS /v1/ws/submissions/{id}`` and waits for the
+first message announcing a final status (``completed`` / ``needs_review``; pushed, so no poll
+interval is added and no poll load is put on the API). Latency is POST sent → final status
+received; throughput is submissions / wall time of the whole batch. Afterwards every submission is
+read back (stored status vs ``GET /v1/submissions/{id}``) and disagreements are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect as ws_connect
+
+from bench.stats import summarize
+from bench.workload import answers_for, exam_questions, payload_bytes
+
+DONE_STATUSES = frozenset({"completed", "needs_review"})
+"""Graded: the pipeline finished (needs_review waits for a human, not for the platform)."""
+FAILED_STATUSES = frozenset({"failed", "needs_intervention"})
+"""The pipeline gave up on the submission."""
+SUBMISSION_TIMEOUT = 120.0
+"""A submission not graded after this long counts as an error."""
+TENANT = "bench-tenant"
+"""Tenant all bench data belongs to."""
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+"""Log level of the platform processes (per-node INFO logs cost CPU on a small machine)."""
+
+CHILDREN: list[tuple[str, list[str]]] = [
+    ("api", ["api"]),
+    ("worker-orchestration", ["worker", "--queue", "orchestration"]),
+    ("worker-cognitive", ["worker", "--queue", "cognitive"]),
+    ("relay", ["relay"]),
+]
+
+
+class PlatformMissing(RuntimeError):
+    """A piece of the pipeline (workflow, worker, API, relay) is not in the tree yet."""
+
+
+def check_platform() -> None:
+    """Raise :class:`PlatformMissing` naming what cannot be imported."""
+    missing = []
+    for module, name in [("workflows.grading", "GradingWorkflow"), ("worker", "run_worker"),
+                         ("api.app", "create_app"), ("infra.relay", "run_relay")]:
+        try:
+            mod = __import__(module, fromlist=[name])
+            getattr(mod, name)
+        except Exception as exc:  # noqa: BLE001 - any failure means it has not landed in usable form
+            missing.append(f"{module}.{name} ({type(exc).__name__}: {exc})")
+    if missing:
+        raise PlatformMissing("not importable yet: " + "; ".join(missing))
+
+
+def auth_headers(tenant: str = TENANT) -> dict[str, str]:
+    """Headers that authenticate the bench client: the one place to change when auth changes.
+
+    Sends the dev ``X-Tenant-ID`` header and a bearer token minted with the dev secret (the
+    platform processes run with the default dev settings), so it works before and after the
+    switch to JWT.
+    """
+    headers = {"X-Tenant-ID": tenant}
+    try:
+        from infra.settings import Settings
+        from infra.tokens import mint_token
+
+        token = mint_token(Settings(), tenant=tenant, roles=["admin", "submitter", "reviewer"],
+                           sub="bench", ttl_seconds=3600)
+        headers["Authorization"] = f"Bearer {token}"
+    except ImportError:
+        pass
+    return headers
+
+
+def platform_env(*, database_url: str, admin_url: str, redis_url: str, temporal_address: str,
+                 api_port: int, data_dir: Path) -> dict[str, str]:
+    """Environment of the platform processes: the embedded stack, no rate limiting in the way."""
+    env = dict(os.environ)
+    env.update(
+        GRADEFLOW_ENV="dev",
+        GRADEFLOW_DATA_DIR=str(data_dir),
+        GRADEFLOW_DATABASE_URL=database_url,
+        GRADEFLOW_DATABASE_ADMIN_URL=admin_url,
+        GRADEFLOW_REDIS_URL=redis_url,
+        GRADEFLOW_TEMPORAL_ADDRESS=temporal_address,
+        GRADEFLOW_API_HOST="127.0.0.1",
+        GRADEFLOW_API_PORT=str(api_port),
+        GRADEFLOW_RATE_LIMIT_SUBMIT="1000000/minute",
+        GRADEFLOW_RATE_LIMIT_READ="1000000/minute",
+        GRADEFLOW_LOG_LEVEL=LOG_LEVEL,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def start_platform(env: dict[str, str], log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the API, both workers and the relay; each logs to ``log_dir/<name>.log``."""
+    from infra.embedded import die_with_parent
+
+    root = Path(__file__).resolve().parent.parent
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, argv in CHILDREN:
+        with open(log_dir / f"{name}.log", "ab") as out:
+            procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "infra.cli", *argv], env=env, cwd=root, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            )
+    return procs
+
+
+def stop_platform(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM every process, then kill what is still alive after ``timeout``."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]], log_dir: Path, timeout: float = 90.0) -> None:
+    """Wait until ``url`` answers 200 and every process is alive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s (logs in {log_dir})")
+
+
+def _final_status(message: dict[str, Any]) -> str | None:
+    """The final status a WebSocket message announces, if any."""
+    payload = message.get("payload") or {}
+    status = payload.get("status") if isinstance(payload, dict) else None
+    return status if status in DONE_STATUSES or status in FAILED_STATUSES else None
+
+
+async def _watch(ws_url: str, sid: str, started: float) -> tuple[float, str]:
+    """Wait on the submission's WebSocket for a final status; return (latency s, status)."""
+    headers = auth_headers()
+    async with ws_connect(f"{ws_url}/v1/ws/submissions/{sid}", additional_headers=headers,
+                          open_timeout=10) as ws:
+        async for raw in ws:
+            status = _final_status(json.loads(raw))
+            if status is not None:
+                return time.perf_counter() - started, status
+    raise RuntimeError(f"live feed of {sid} closed before a final status")
+
+
+async def _grade_one(client: httpx.AsyncClient, ws_url: str, exam_id: str, student: str,
+                     answers: dict[str, Any]) -> tuple[float, float, str, str]:
+    """Submit one submission and watch it; return (latency s, POST duration s, final status, id)."""
+    started = time.perf_counter()
+    resp = await client.post("/v1/submissions", json={"exam_id": exam_id, "student_id": student, "answers": answers})
+    posted = time.perf_counter() - started
+    if resp.status_code != 202:
+        raise RuntimeError(f"POST /v1/submissions -> {resp.status_code}: {resp.text[:300]}")
+    sid = resp.json()["submission_id"]
+    try:
+        latency, status = await asyncio.wait_for(_watch(ws_url, sid, started), SUBMISSION_TIMEOUT)
+    except TimeoutError:
+        progress = await client.get(f"/v1/submissions/{sid}/progress")
+        raise TimeoutError(f"submission {sid}: no final status on its WebSocket within {SUBMISSION_TIMEOUT:.0f}s; "
+                           f"progress {progress.status_code}: {progress.text[:400]}") from None
+    return latency, posted, status, sid
+
+
+async def _verify(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
+    """Read every submission back: stored status (progress endpoint) vs ``GET /v1/submissions/{id}``."""
+    counts: Counter[str] = Counter()
+    for sid in ids:
+        stored = (await client.get(f"/v1/submissions/{sid}/progress")).json().get("status")
+        view = (await client.get(f"/v1/submissions/{sid}")).json()
+        counts[f"stored_{stored}"] += 1
+        if view.get("status") != stored:
+            counts["get_status_disagrees_with_stored"] += 1
+        if stored in DONE_STATUSES and len(view.get("results") or []) != len(exam_questions()):
+            counts["get_results_incomplete"] += 1
+    return dict(counts)
+
+
+async def drive(api_url: str, *, n: int, concurrency: int, warmup: int = 2,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create the exam, warm up, then grade ``n`` submissions at ``concurrency``."""
+    questions = exam_questions()
+    all_answers = [answers_for(questions, seed=i) for i in range(n + warmup)]
+    limits = httpx.Limits(max_connections=concurrency * 2 + 4)
+    async with httpx.AsyncClient(base_url=api_url, headers=auth_headers(), timeout=30.0, limits=limits) as client:
+        resp = await client.post("/v1/exams", json={
+            "title": "bench exam", "questions": [q.model_dump(mode="json") for q in questions]})
+        if resp.status_code != 201:
+            raise RuntimeError(f"POST /v1/exams -> {resp.status_code}: {resp.text[:300]}")
+        exam_id = resp.json()["id"]
+        ws_url = "ws" + api_url.removeprefix("http")
+        for i in range(warmup):
+            latency, _, status, _ = await _grade_one(client, ws_url, exam_id, f"warmup-{i}", all_answers[n + i])
+            log(f"e2e: warm-up submission {i + 1}/{warmup}: {status} in {latency * 1000:.0f} ms")
+        gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        posts: list[float] = []
+        statuses: Counter[str] = Counter()
+        ids: list[str] = []
+
+        async def slot(i: int) -> None:
+            async with gate:
+                latency, posted, status, sid = await _grade_one(client, ws_url, exam_id, f"student-{i}",
+                                                                 all_answers[i])
+                ids.append(sid)
+                latencies.append(latency)
+                posts.append(posted)
+                statuses[status] += 1
+                if len(latencies) % 10 == 0:
+                    log(f"e2e: {len(latencies)}/{n} graded")
+
+        wall_started = time.perf_counter()
+        await asyncio.gather(*(slot(i) for i in range(n)))
+        wall = time.perf_counter() - wall_started
+        log("e2e: reading every submission back")
+        verify = await _verify(client, ids)
+    failed = sum(statuses[s] for s in FAILED_STATUSES)
+    if failed:
+        raise RuntimeError(f"{failed} submissions failed: {dict(statuses)}")
+    return {
+        **summarize(latencies, wall),
+        "submit_p50_ms": round(sorted(posts)[len(posts) // 2] * 1000, 1),
+        "statuses": dict(statuses),
+        "answers_bytes_per_submission": payload_bytes(all_answers[0]),
+        "completion_signal": "WebSocket /v1/ws/submissions/{id}: first message with a final status",
+        "read_back": verify,
+        "warmup": warmup,
+    }
+
+
+async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal_address: str,
+                  work_dir: Path, n: int, concurrency: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Start the platform against the given stack, drive it, stop it."""
+    from infra.embedded import free_port
+
+    check_platform()
+    port = free_port()
+    env = platform_env(database_url=database_url, admin_url=admin_url, redis_url=redis_url,
+                       temporal_address=temporal_address, api_port=port, data_dir=work_dir)
+    log_dir = work_dir / "platform-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    procs = start_platform(env, log_dir)
+    try:
+        await asyncio.to_thread(wait_ready, f"{api_url}/v1/health", procs, log_dir)
+        log(f"e2e: API, 2 workers and relay up in {time.monotonic() - started:.1f}s; logs in {log_dir}")
+        result = await drive(api_url, n=n, concurrency=concurrency, log=log)
+        dead = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"platform processes died during the run: {dead} (logs in {log_dir})")
+        result["processes"] = [name for name, _ in CHILDREN]
+        result["log_level"] = LOG_LEVEL
+        return result
+    finally:
+        await asyncio.to_thread(stop_platform, procs)

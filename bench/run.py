@@ -1,0 +1,241 @@
+"""``make bench``: run both benchmarks on a fresh embedded stack, write JSON, print a table.
+
+Environment knobs: ``BENCH_N`` (submissions / workflows, default 40), ``BENCH_C`` (concurrency,
+default 8), ``BENCH_CP_WARMUP`` / ``BENCH_CP_MEASURED`` (checkpointer invocations, default 5 / 30),
+``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``; default both), ``BENCH_KEEP=1`` (keep the
+stack's data and the platform logs). Output: ``bench/results/<UTC timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_DB = "bench_checkpoint"
+TARGETS = {"e2e_ratio_vs_bare_temporal": ">= 0.6", "checkpoint_bytes_ratio": "<= 0.25",
+           "checkpoint_time_ratio": "<= 0.9"}
+
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress line with the elapsed time."""
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", flush=True)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(dirty) if dirty is not None else None,
+    }
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _create_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return _database_url(admin_url, name)
+
+
+async def _run_parts(stack: Any, work_dir: Path, parts: set[str], n: int, c: int,
+                     report: dict[str, Any]) -> None:
+    notes: list[str] = report["notes"]
+    if "checkpointer" in parts:
+        from bench.checkpointer import run_checkpointer_bench
+
+        say("checkpointer bench: GradeflowSaver + context vs stock AsyncPostgresSaver + naive state")
+        cp = await run_checkpointer_bench(
+            _create_database(stack.database_admin_url, CHECKPOINT_DB),
+            warmup=_env_int("BENCH_CP_WARMUP", 5), measured=_env_int("BENCH_CP_MEASURED", 30), log=say)
+        report["checkpointer"] = cp
+        report["checkpoint_bytes_ratio"] = cp["checkpoint_bytes_ratio"]
+        report["checkpoint_time_ratio"] = cp["checkpoint_time_ratio"]
+    else:
+        notes.append("checkpointer bench skipped (BENCH_PARTS)")
+    if "e2e" not in parts:
+        notes.append("e2e bench skipped (BENCH_PARTS)")
+        return
+    from bench.bare_temporal import run_bare_temporal
+    from bench.e2e import PlatformMissing, check_platform, run_e2e
+
+    async def bare(label: str) -> dict[str, Any]:
+        say(f"bare temporal reference ({label}): {n} workflows at concurrency {c}")
+        out = await run_bare_temporal(stack.temporal_address, n=n, concurrency=c, log=say)
+        say(f"bare temporal ({label}): {out['throughput_per_s']:.2f} workflows/s, "
+            f"p50 {out['latency_p50_ms']:.0f} ms, p95 {out['latency_p95_ms']:.0f} ms")
+        return out
+
+    report["e2e"]["bare_temporal_runs"] = [await bare("before")]
+    report["e2e"]["bare_temporal"] = report["e2e"]["bare_temporal_runs"][0]
+    try:
+        check_platform()
+    except PlatformMissing as exc:
+        notes.append(f"e2e (ours) not run: the pipeline has not landed: {exc}")
+        say(f"e2e: skipped: {exc}")
+        return
+    from infra.devserver import ensure_database
+    from infra.migrate import app_url_from_admin, migrate
+    from infra.settings import Settings
+
+    admin_url = ensure_database(stack.database_admin_url)
+    app_password = Settings().app_db_password
+    await migrate(admin_url, app_password=app_password, log=lambda m: say(f"migrate: {m}"))
+    say(f"e2e: {n} submissions at concurrency {c} through the API")
+    try:
+        ours = await run_e2e(database_url=app_url_from_admin(admin_url, app_password), admin_url=admin_url,
+                             redis_url=stack.redis_url, temporal_address=stack.temporal_address,
+                             work_dir=work_dir, n=n, concurrency=c, log=say)
+    except Exception as exc:  # noqa: BLE001 - reported as a note, never as a number
+        notes.append(f"e2e (ours) failed: {type(exc).__name__}: {exc}")
+        say(f"e2e: FAILED: {exc}")
+        traceback.print_exc()
+        report["_keep_work_dir"] = True
+        return
+    report["e2e"]["ours"] = ours
+    say(f"e2e: {ours['throughput_per_s']:.2f} submissions/s, p50 {ours['latency_p50_ms']:.0f} ms, "
+        f"p95 {ours['latency_p95_ms']:.0f} ms")
+    # bracket ours between two bare runs: the machine's load may drift during the run
+    runs = [*report["e2e"]["bare_temporal_runs"], await bare("after")]
+    report["e2e"]["bare_temporal_runs"] = runs
+    reference = {key: round(sum(r[key] for r in runs) / len(runs), 3)
+                 for key in ("throughput_per_s", "latency_p50_ms", "latency_p95_ms")}
+    report["e2e"]["bare_temporal"] = {
+        **reference, "averaged_runs": len(runs), "completed": runs[0]["completed"],
+        "activities_per_workflow": runs[0]["activities_per_workflow"], "shape": runs[0]["shape"]}
+    report["e2e_ratio_vs_bare_temporal"] = round(ours["throughput_per_s"] / reference["throughput_per_s"], 4)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3g}{unit}" if abs(value) < 10 else f"{value:,.0f}{unit}"
+    return f"{value:,}{unit}"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The markdown summary of one report."""
+    e2e = report.get("e2e") or {}
+    ours, bare = e2e.get("ours") or {}, e2e.get("bare_temporal") or {}
+    cp = report.get("checkpointer") or {}
+    cpo, cpr = (cp.get("variants") or {}).get("ours") or {}, (cp.get("variants") or {}).get("reference") or {}
+    n, c = report["params"]["n"], report["params"]["concurrency"]
+    rows = [
+        ("metric", "ours", "reference", "ours ÷ ref", "target"),
+        ("---", "---:", "---:", "---:", "---"),
+        (f"e2e throughput, graded/s (N={n}, C={c})", _fmt(ours.get("throughput_per_s")),
+         _fmt(bare.get("throughput_per_s")), _fmt(report.get("e2e_ratio_vs_bare_temporal")), "≥ 0.6"),
+        ("e2e latency p50 / p95, ms", f"{_fmt(ours.get('latency_p50_ms'))} / {_fmt(ours.get('latency_p95_ms'))}",
+         f"{_fmt(bare.get('latency_p50_ms'))} / {_fmt(bare.get('latency_p95_ms'))}", "", ""),
+        ("checkpoint bytes / submission", _fmt(cpo.get("bytes_per_submission")),
+         _fmt(cpr.get("bytes_per_submission")), _fmt(report.get("checkpoint_bytes_ratio")), "≤ 0.25"),
+        ("  (as stored, after PG TOAST)", _fmt(cpo.get("stored_bytes_per_submission")),
+         _fmt(cpr.get("stored_bytes_per_submission")), _fmt(cp.get("checkpoint_stored_bytes_ratio")), ""),
+        ("graph invocation median / p95, ms",
+         f"{_fmt(cpo.get('time_median_ms'))} / {_fmt(cpo.get('time_p95_ms'))}",
+         f"{_fmt(cpr.get('time_median_ms'))} / {_fmt(cpr.get('time_p95_ms'))}",
+         _fmt(report.get("checkpoint_time_ratio")), "≤ 0.9"),
+    ]
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append("")
+    lines.append("e2e reference: bare Temporal workflow, same server, same N and C, "
+                 f"{bare.get('activities_per_workflow', 'n/a')} no-op activities. "
+                 "Checkpoint reference: stock AsyncPostgresSaver, questions+answers in the state.")
+    for note in report["notes"]:
+        lines.append(f"- note: {note}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run the benchmarks; return the exit code (1 if a part crashed)."""
+    from infra.embedded import EmbeddedStack, free_port
+
+    n, c = _env_int("BENCH_N", 40), _env_int("BENCH_C", 8)
+    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e").split(",") if p.strip()}
+    started_at = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "timestamp": started_at.isoformat(timespec="seconds"),
+        "e2e_ratio_vs_bare_temporal": None,
+        "checkpoint_bytes_ratio": None,
+        "checkpoint_time_ratio": None,
+        "targets": TARGETS,
+        "params": {"n": n, "concurrency": c, "parts": sorted(parts)},
+        "machine": machine_info(),
+        "stack": {"kind": "embedded (infra.embedded.EmbeddedStack)", "durable": False,
+                  "note": "durable=False: PostgreSQL fsync/synchronous_commit/full_page_writes off, "
+                          "Redis without AOF; the Temporal dev server (SQLite, WAL) is the same either way"},
+        "e2e": {"ours": None, "bare_temporal": None},
+        "checkpointer": None,
+        "notes": [],
+    }
+    work_dir = Path(tempfile.mkdtemp(prefix="gradeflow-bench-"))
+    say(f"N={n} C={c} parts={','.join(sorted(parts))}; starting the embedded stack in {work_dir}")
+    stack = EmbeddedStack(work_dir / "stack", free_port(), free_port(), free_port(), free_port(),
+                          durable=False, log=lambda m: say(f"stack: {m}"))
+    code = 0
+    try:
+        stack.start()
+        asyncio.run(_run_parts(stack, work_dir, parts, n, c, report))
+    except Exception as exc:  # noqa: BLE001 - the report still gets written, with the reason
+        traceback.print_exc()
+        report["notes"].append(f"bench crashed: {type(exc).__name__}: {exc}")
+        report["_keep_work_dir"] = True
+        code = 1
+    finally:
+        stack.stop()
+    keep = report.pop("_keep_work_dir", False) or os.environ.get("BENCH_KEEP") == "1"
+    if keep:
+        report["notes"].append(f"work dir kept: {work_dir}")
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    report["duration_s"] = round(time.monotonic() - _T0, 1)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    say(f"wrote {out.relative_to(ROOT)}")
+    print()
+    print(table(report))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
