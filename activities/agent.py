@@ -141,11 +141,12 @@ class AgentActivities:
         log_extra = {"trace_id": inp.trace_id, "submission_id": inp.submission_id, "tenant_id": inp.tenant_id}
         logger.info("agent attempt %d on thread %s: %s", attempt, start.thread_id, start.reason, extra=log_extra)
 
+        # Not LangGraph's ``max_concurrency``: its semaphore also gates the checkpointer's
+        # put_writes, so finished questions would stay unsaved until the whole step ends.
+        slots = asyncio.Semaphore(inp.max_concurrency) if inp.max_concurrency else None
         graph = build_grading_graph(self.saver, model=self.model,
-                                    on_grade=self._on_grade(inp, run_id, attempt, start.thread_id))
+                                    on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
         config: dict[str, Any] = {"configurable": {"thread_id": start.thread_id}}
-        if inp.max_concurrency:
-            config["max_concurrency"] = inp.max_concurrency
         tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
         if start.resume:
             snapshot = await graph.aget_state(config)
@@ -184,9 +185,9 @@ class AgentActivities:
         await self._report(inp, tracker)
         return self._output(state, inputs.rubric_versions, start, attempt)
 
-    def _on_grade(self, inp: AgentInput, run_id: str, attempt: int,
-                  thread_id: str) -> Callable[[str, QuestionGrade], Awaitable[None]]:
-        async def on_grade(question_id: str, grade: QuestionGrade) -> None:
+    def _on_grade(self, inp: AgentInput, run_id: str, attempt: int, thread_id: str,
+                  slots: asyncio.Semaphore | None) -> Callable[[str, QuestionGrade], Awaitable[None]]:
+        async def record(question_id: str) -> None:
             if self.grade_hook is not None:
                 await self.grade_hook(GradeCall(inp.submission_id, question_id, attempt, thread_id))
             if self.grade_delay > 0:
@@ -195,6 +196,13 @@ class AgentActivities:
                 await grading_store.record_grader_call(conn, tenant_id=inp.tenant_id,
                                                        submission_id=inp.submission_id,
                                                        question_id=question_id, run_id=run_id, attempt=attempt)
+
+        async def on_grade(question_id: str, grade: QuestionGrade) -> None:
+            if slots is None:
+                await record(question_id)
+                return
+            async with slots:
+                await record(question_id)
         return on_grade
 
     async def _tick(self, tracker: _Tracker, heartbeat_timeout: Any) -> None:

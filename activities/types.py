@@ -50,7 +50,9 @@ class AgentInput:
     low_confidence_threshold: float | None = None
     """Override of ``settings.low_confidence_threshold`` for this run."""
     max_concurrency: int | None = None
-    """Questions graded at once (LangGraph ``max_concurrency``); ``None``: no limit."""
+    """Questions finished at once: bounds the per-question completion work (test hooks, the
+    grader_calls row) with a semaphore, so questions complete one by one with ``1``. Model calls
+    themselves are not bounded by it. ``None``: no limit."""
 
 
 @dataclass

@@ -64,7 +64,7 @@ class GradingInput:
     agent_max_attempts: int = 3
     """Attempts of the agent activity (retries resume from the checkpoint)."""
     agent_max_concurrency: int | None = None
-    """Questions graded at once; ``None``: all at once."""
+    """Questions finished at once (see ``AgentInput.max_concurrency``); ``None``: no limit."""
     low_confidence_threshold: float | None = None
     """Override of the configured review threshold."""
 
