@@ -8,6 +8,7 @@ the request state so the token is verified once per request.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -32,7 +33,7 @@ def settings_of(app: Any) -> Any:
     return getattr(state, "settings", None) or get_settings()
 
 
-def _raw_token(scope: dict[str, Any]) -> str | None:
+def _raw_token(scope: MutableMapping[str, Any]) -> str | None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     token = bearer_from_header(headers.get("authorization"))
     if token is None and scope.get("type") == "websocket":
@@ -41,7 +42,7 @@ def _raw_token(scope: dict[str, Any]) -> str | None:
     return token
 
 
-def principal_from_scope(scope: dict[str, Any], settings: Any | None = None) -> Principal | TokenError | None:
+def principal_from_scope(scope: MutableMapping[str, Any], settings: Any | None = None) -> Principal | TokenError | None:
     """Verify the caller of an ASGI scope once and cache the outcome in its state.
 
     Args:

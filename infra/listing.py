@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -169,7 +169,8 @@ def _check_text(value: str) -> None:
         raise ValueError("NUL in cursor")
 
 
-_CURSOR_CHECKS = {"timestamptz": datetime.fromisoformat, "numeric": Decimal, "text": _check_text}
+_CURSOR_CHECKS: dict[str, Callable[[str], object]] = {
+    "timestamptz": datetime.fromisoformat, "numeric": Decimal, "text": _check_text}
 """Parse a cursor value as its SQL cast would, so a forged cursor is a 422, never a database error."""
 
 

@@ -58,3 +58,15 @@ def test_no_sequential_scan(services, big_tenant, query) -> None:
     nodes = _plan_nodes(plan)
     assert "Seq Scan" not in nodes, nodes
     assert any("Index" in n for n in nodes), nodes
+
+
+async def test_slow_list_queries_are_logged_with_trace_id_and_counted(pools, big_tenant, caplog) -> None:
+    from infra.listing import SLOW_LIST_QUERIES, fetch_page
+
+    before = SLOW_LIST_QUERIES.labels("submissions")._value.get()
+    with caplog.at_level("WARNING", logger="infra.listing"):
+        page = await fetch_page(pools, big_tenant, SUBMISSIONS, ListQuery(page_size=5), slow_ms=1e-6,
+                                trace_id="abc123")
+    assert len(page.items) == 5 and page.next_cursor
+    assert SLOW_LIST_QUERIES.labels("submissions")._value.get() == before + 1
+    assert "trace_id=abc123" in caplog.text
