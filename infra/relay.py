@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -107,10 +109,14 @@ class OutboxRelay:
         self.listening = asyncio.Event()
         """Set while the LISTEN connection is up (tests wait on it)."""
         self._wake = asyncio.Event()
+        self._retries: list[float] = []  # heap of monotonic times at which our retries fall due
 
     async def run_once(self) -> int:
         """Claim and process one batch in one transaction; return how many events were published."""
         published = 0
+        now = time.monotonic()
+        while self._retries and self._retries[0] <= now:  # this batch will claim those
+            heapq.heappop(self._retries)
         async with self.pools.connection() as conn, conn.transaction():
             cur = await conn.execute(CLAIM_SQL, (self.batch_size,))
             rows = await cur.fetchall()
@@ -156,6 +162,7 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001 - any failure is a publish failure, retried
             attempts = row["attempts"] + 1
             delay = backoff_delay(attempts, base=self.backoff_base, cap=self.backoff_cap)
+            heapq.heappush(self._retries, time.monotonic() + delay)
             error = f"{type(exc).__name__}: {exc}"[:1000]
             cur = await conn.execute(MARK_RETRY_SQL, (row["id"], error, delay, self.max_attempts))
             status = (await cur.fetchone() or {}).get("status")
@@ -201,10 +208,13 @@ class OutboxRelay:
                 await listener
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Wait for a notification, ``stop`` or the poll interval, whichever comes first."""
+        """Wait for a notification, ``stop``, a due retry or the poll interval, whichever is first."""
+        timeout = self.poll_interval
+        if self._retries:
+            timeout = max(0.0, min(timeout, self._retries[0] - time.monotonic()))
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for fut in waits:
                 fut.cancel()

@@ -259,3 +259,25 @@ async def test_a_failed_event_holds_back_later_events_of_its_aggregate(pools: Po
             first_seen.append(fields["event_id"])
     assert first_seen.index(a0.event_id) < first_seen.index(a1.event_id)
     assert first_seen.index(b0.event_id) < first_seen.index(b1.event_id)
+
+
+async def test_running_relay_retries_when_backoff_is_due_not_at_next_poll(pools: PoolManager,
+                                                                          tenant_id: str) -> None:
+    failures = {"left": 2}
+
+    async def flaky(env: EventEnvelope) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("not yet")
+
+    relay = OutboxRelay(pools, batch_size=10, poll_interval=60, backoff_base=0.1, name="due",
+                        handlers={"test.due": flaky})
+    stop = asyncio.Event()
+    runner = asyncio.create_task(relay.run(stop))
+    try:
+        env = await _business_event(pools, tenant_id, str(uuid.uuid4()), 0, create=True, event_type="test.due")
+        await _wait_published(pools, tenant_id, {env.event_id}, timeout=5)  # 60 s poll never fires
+    finally:
+        stop.set()
+        await runner
+    assert failures["left"] == 0
