@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agent import AgentActivities
 from activities.grading import GradingActivities
@@ -38,6 +39,15 @@ logger = logging.getLogger("gradeflow.worker")
 
 Queue = Literal["orchestration", "cognitive", "all"]
 TEST_GRADE_DELAY_ENV = "GRADEFLOW_TEST_GRADE_DELAY"
+PASSTHROUGH_MODULES = ("redis", "psycopg", "psycopg_pool", "opentelemetry", "langchain_core", "langgraph",
+                       "pydantic", "zstandard")
+"""Libraries used by activities in the same process; shared with the workflow sandbox, not reloaded."""
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox runner for gradeflow workflows (activity libraries passed through)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES))
 
 
 async def connect_temporal(settings: Settings, *, attempts: int = 30, delay: float = 0.5) -> Client:

@@ -20,6 +20,7 @@ from activities.grading import GradingActivities
 from agents.checkpointer import open_saver
 from agents.rubric import Question, rubric_hash
 from infra.settings import Settings
+from worker import workflow_runner
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingInput, GradingWorkflow
 
@@ -134,6 +135,7 @@ async def grading_workers(client: Client, pools: Any, saver: Any, settings: Any,
     cog = f"{task_queue}-cog"
     grading = GradingActivities(pools, settings)
     orch = Worker(client, task_queue=task_queue, workflows=[GradingWorkflow, BatchGradingWorkflow],
+                  workflow_runner=workflow_runner(),
                   activities=[grading.load_grading_context, grading.persist_grading_result,
                               grading.set_status, grading.mark_needs_intervention])
     async with orch:

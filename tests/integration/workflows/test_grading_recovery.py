@@ -79,6 +79,7 @@ async def test_property3_retry_after_crash_resumes_without_regrading(temporal_cl
 async def test_property3_corrupt_or_missing_checkpoint_restarts_cleanly(temporal_client, pools, saver, gf_settings,
                                                                        pg_admin_url, task_queue, tenant_id, damage):
     async def tamper(thread_id: str) -> None:
+        await asyncio.sleep(0.5)  # let the finished questions' checkpoint writes land first
         async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as conn:
             if damage == "corrupt":
                 await conn.execute(CORRUPT_BLOBS_SQL, (thread_id,))
