@@ -123,7 +123,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 async def run_bare_temporal(
     address: str, *, n: int, concurrency: int, questions: int = 20, warmup: int = 2,
-    log: Callable[[str], None] = print,
+    stack_pids: dict[str, int] | None = None, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Start ``n`` bare workflows, at most ``concurrency`` at once; time each start→result.
 
@@ -131,17 +131,23 @@ async def run_bare_temporal(
         Throughput (workflows/s), latency p50/p95 (ms), wall time, counts.
 
     """
-    from bench.stats import summarize
+    import os
+
+    from bench.stats import cpu_report, cpu_seconds, history_profile, summarize
 
     queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
     proc = start_worker(address, queue)
     try:
         client = await Client.connect(address)
 
+        last_id = ""
+
         async def one() -> float:
+            nonlocal last_id
             started = time.perf_counter()
+            last_id = f"bench-bare-{uuid.uuid4()}"
             await client.execute_workflow(
-                BareWorkflow.run, BareInput(questions), id=f"bench-bare-{uuid.uuid4()}", task_queue=queue,
+                BareWorkflow.run, BareInput(questions), id=last_id, task_queue=queue,
                 execution_timeout=timedelta(minutes=5),
             )
             return time.perf_counter() - started
@@ -158,14 +164,20 @@ async def run_bare_temporal(
                 if len(latencies) % 10 == 0:
                     log(f"bare temporal: {len(latencies)}/{n} done")
 
+        pids = {**(stack_pids or {}), "bare-worker": proc.pid}
+        cpu_before = cpu_seconds(pids)
         wall_started = time.perf_counter()
         await asyncio.gather(*(slot() for _ in range(n)))
         wall = time.perf_counter() - wall_started
+        cpu_after = cpu_seconds(pids)
         return {
             **summarize(latencies, wall),
+            **({"cpu": cpu_report(cpu_before, cpu_after, items=n, wall_s=wall, cpus=os.cpu_count() or 1)}
+               if cpu_after else {}),
             "activities_per_workflow": len(FIXED_ACTIVITIES) + questions,
-            "shape": "load -> %d parallel question no-ops -> agent -> persist" % questions,
+            "shape": f"load -> {questions} parallel question no-ops -> agent -> persist",
             "warmup": warmup,
+            "history": await history_profile(client, last_id),
         }
     finally:
         stop_worker(proc)

@@ -21,14 +21,14 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect as ws_connect
 
-from bench.stats import summarize
+from bench.stats import cpu_report, cpu_seconds, history_profile, percentile, summarize
 from bench.workload import answers_for, exam_questions, payload_bytes
 
 DONE_STATUSES = frozenset({"completed", "needs_review"})
@@ -103,6 +103,7 @@ def platform_env(*, database_url: str, admin_url: str, redis_url: str, temporal_
         GRADEFLOW_API_PORT=str(api_port),
         GRADEFLOW_RATE_LIMIT_SUBMIT="1000000/minute",
         GRADEFLOW_RATE_LIMIT_READ="1000000/minute",
+        GRADEFLOW_RATE_LIMIT_WEBSOCKET="1000000/minute",
         GRADEFLOW_LOG_LEVEL=LOG_LEVEL,
         PYTHONUNBUFFERED="1",
     )
@@ -207,12 +208,28 @@ async def _verify(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
     return dict(counts)
 
 
-async def drive(api_url: str, *, n: int, concurrency: int, warmup: int = 2,
+RoundHook = Callable[[int], Awaitable[None]]
+"""Awaited after each measured round with its index (the bench runs the bare reference there)."""
+
+
+async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warmup: int = 2,
+                pids: dict[str, int] | None = None, after_round: RoundHook | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Create the exam, warm up, then grade ``n`` submissions at ``concurrency``."""
+    """Create the exam, warm up, then grade ``n`` submissions at ``concurrency``, ``rounds`` times.
+
+    Figures pool all rounds: throughput = submissions ÷ summed batch wall time, latency
+    percentiles over every submission. ``pids`` name the processes whose CPU time is counted
+    during the batches.
+    """
     questions = exam_questions()
     all_answers = [answers_for(questions, seed=i) for i in range(n + warmup)]
     limits = httpx.Limits(max_connections=concurrency * 2 + 4)
+    latencies: list[float] = []
+    posts: list[float] = []
+    statuses: Counter[str] = Counter()
+    ids: list[str] = []
+    walls: list[float] = []
+    cpu_used: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=api_url, headers=auth_headers(), timeout=30.0, limits=limits) as client:
         resp = await client.post("/v1/exams", json={
             "title": "bench exam", "questions": [q.model_dump(mode="json") for q in questions]})
@@ -223,45 +240,59 @@ async def drive(api_url: str, *, n: int, concurrency: int, warmup: int = 2,
         for i in range(warmup):
             latency, _, status, _ = await _grade_one(client, ws_url, exam_id, f"warmup-{i}", all_answers[n + i])
             log(f"e2e: warm-up submission {i + 1}/{warmup}: {status} in {latency * 1000:.0f} ms")
-        gate = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
-        posts: list[float] = []
-        statuses: Counter[str] = Counter()
-        ids: list[str] = []
+        for r in range(rounds):
+            gate = asyncio.Semaphore(concurrency)
+            done = 0
 
-        async def slot(i: int) -> None:
-            async with gate:
-                latency, posted, status, sid = await _grade_one(client, ws_url, exam_id, f"student-{i}",
-                                                                 all_answers[i])
-                ids.append(sid)
-                latencies.append(latency)
-                posts.append(posted)
-                statuses[status] += 1
-                if len(latencies) % 10 == 0:
-                    log(f"e2e: {len(latencies)}/{n} graded")
+            async def slot(i: int, r: int = r, gate: asyncio.Semaphore = gate) -> None:
+                nonlocal done
+                async with gate:
+                    latency, posted, status, sid = await _grade_one(
+                        client, ws_url, exam_id, f"student-{r}-{i}", all_answers[i])
+                    latencies.append(latency)
+                    posts.append(posted)
+                    statuses[status] += 1
+                    ids.append(sid)
+                    done += 1
+                    if done % 10 == 0:
+                        log(f"e2e round {r + 1}/{rounds}: {done}/{n} graded")
 
-        wall_started = time.perf_counter()
-        await asyncio.gather(*(slot(i) for i in range(n)))
-        wall = time.perf_counter() - wall_started
+            cpu_before = cpu_seconds(pids or {})
+            wall_started = time.perf_counter()
+            await asyncio.gather(*(slot(i) for i in range(n)))
+            walls.append(time.perf_counter() - wall_started)
+            for name, v in cpu_seconds(pids or {}).items():
+                cpu_used[name] = cpu_used.get(name, 0.0) + v - cpu_before.get(name, 0.0)
+            log(f"e2e round {r + 1}/{rounds}: {n / walls[-1]:.2f} submissions/s")
+            if after_round is not None:
+                await after_round(r)
         log("e2e: reading every submission back")
         verify = await _verify(client, ids)
     failed = sum(statuses[s] for s in FAILED_STATUSES)
     if failed:
         raise RuntimeError(f"{failed} submissions failed: {dict(statuses)}")
-    return {
+    wall = sum(walls)
+    result: dict[str, Any] = {
         **summarize(latencies, wall),
-        "submit_p50_ms": round(sorted(posts)[len(posts) // 2] * 1000, 1),
+        "rounds": rounds,
+        "throughput_per_round": [round(n / w, 3) for w in walls],
+        "submit_p50_ms": round(percentile(posts, 0.5) * 1000, 1),
         "statuses": dict(statuses),
         "answers_bytes_per_submission": payload_bytes(all_answers[0]),
         "completion_signal": "WebSocket /v1/ws/submissions/{id}: first message with a final status",
         "read_back": verify,
         "warmup": warmup,
+        "sample_submission_id": ids[0],
     }
+    if cpu_used:
+        result["cpu"] = cpu_report({}, cpu_used, items=len(latencies), wall_s=wall, cpus=os.cpu_count() or 1)
+    return result
 
 
 async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal_address: str,
-                  work_dir: Path, n: int, concurrency: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Start the platform against the given stack, drive it, stop it."""
+                  work_dir: Path, n: int, concurrency: int, rounds: int = 1, stack_pids: dict[str, int] | None = None,
+                  after_round: RoundHook | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Start the platform against the given stack, drive it (see :func:`drive`), stop it."""
     from infra.embedded import free_port
 
     check_platform()
@@ -276,11 +307,20 @@ async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal
     try:
         await asyncio.to_thread(wait_ready, f"{api_url}/v1/health", procs, log_dir)
         log(f"e2e: API, 2 workers and relay up in {time.monotonic() - started:.1f}s; logs in {log_dir}")
-        result = await drive(api_url, n=n, concurrency=concurrency, log=log)
+        pids = {**(stack_pids or {}), **{name: p.pid for name, p in procs.items()}}
+        result = await drive(api_url, n=n, concurrency=concurrency, rounds=rounds, pids=pids,
+                             after_round=after_round, log=log)
         dead = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
         if dead:
             raise RuntimeError(f"platform processes died during the run: {dead} (logs in {log_dir})")
         result["processes"] = [name for name, _ in CHILDREN]
+        try:
+            from temporalio.client import Client
+
+            temporal = await Client.connect(temporal_address)
+            result["history"] = await history_profile(temporal, f"grade-{result.pop('sample_submission_id')}")
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            result["history"] = f"unavailable: {exc!r}"
         result["log_level"] = LOG_LEVEL
         return result
     finally:

@@ -27,3 +27,52 @@ def summarize(latencies: list[float], wall_seconds: float) -> dict[str, float | 
         "latency_mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "latency_max_ms": round(max(latencies) * 1000, 1),
     }
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named process and its live children.
+
+    Empty when psutil is missing; a process that is gone counts 0.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        total = 0.0
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    times = p.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        out[name] = total
+    return out
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], *, items: int, wall_s: float,
+               cpus: int) -> dict[str, object]:
+    """CPU seconds per item for each process, and how busy the machine's CPUs were in total."""
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    total = sum(used.values())
+    return {
+        "cpu_ms_per_item": {name: round(v / items * 1000, 1) for name, v in sorted(used.items())},
+        "cpu_ms_per_item_total": round(total / items * 1000, 1),
+        "cpu_utilisation_of_machine": round(total / (wall_s * cpus), 3) if wall_s > 0 else None,
+    }
+
+
+async def history_profile(client: object, workflow_id: str) -> dict[str, object]:
+    """Event count of a workflow's history, by event type (what the Temporal server had to store)."""
+    from collections import Counter
+
+    handle = client.get_workflow_handle(workflow_id)  # type: ignore[attr-defined]
+    history = await handle.fetch_history()
+    kinds = Counter(event.WhichOneof("attributes") for event in history.events)
+    return {"events": len(history.events),
+            "by_type": {k.removesuffix("_event_attributes"): v for k, v in kinds.most_common()}}

@@ -86,27 +86,27 @@ def exam_questions() -> list[Question]:
     for i in range(4):
         options = ["alpha", "beta", "gamma", "delta"]
         correct = ["alpha", "gamma"] if i == 0 else [options[i]]
-        questions.append(Question(
-            id=f"q{len(questions) + 1:02d}", type="choice", prompt=f"Choice question {i}", max_points=2,
-            rubric={"options": options, "correct": correct},
-        ))
+        questions.append(Question.model_validate({
+            "id": f"q{len(questions) + 1:02d}", "type": "choice", "prompt": f"Choice question {i}",
+            "max_points": 2, "rubric": {"options": options, "correct": correct},
+        }))
     for i in range(4):
-        questions.append(Question(
-            id=f"q{len(questions) + 1:02d}", type="numeric", prompt=f"Compute value {i}", max_points=2,
-            rubric={"value": 9.81 * (i + 1), "abs_tol": 0.05, "rel_tol": 0.001},
-        ))
+        questions.append(Question.model_validate({
+            "id": f"q{len(questions) + 1:02d}", "type": "numeric", "prompt": f"Compute value {i}",
+            "max_points": 2, "rubric": {"value": 9.81 * (i + 1), "abs_tol": 0.05, "rel_tol": 0.001},
+        }))
     for kind in ("short_answer", "essay"):
         for prompt, crits in _TOPICS:
             max_points = 4 if kind == "short_answer" else 10
             points = max_points / len(crits)
-            questions.append(Question(
-                id=f"q{len(questions) + 1:02d}", type=kind, prompt=prompt, max_points=max_points,
-                rubric={"criteria": [
+            questions.append(Question.model_validate({
+                "id": f"q{len(questions) + 1:02d}", "type": kind, "prompt": prompt, "max_points": max_points,
+                "rubric": {"criteria": [
                     {"id": cid, "description": f"mentions {' and '.join(kws)}", "points": points,
                      "keywords": kws, "synonyms": syn, "min_matches": 1}
                     for cid, kws, syn in crits
                 ]},
-            ))
+            }))
     assert len(questions) == N_QUESTIONS
     return questions
 
