@@ -15,9 +15,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -125,7 +126,7 @@ class AgentActivities:
 
         """
         info = activity.info()
-        run_id, attempt = info.workflow_run_id, info.attempt
+        run_id, attempt = info.workflow_run_id or info.activity_id, info.attempt
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
                 inputs = await grading_store.load_grading_inputs(conn, inp.submission_id)
@@ -146,7 +147,7 @@ class AgentActivities:
         slots = asyncio.Semaphore(inp.max_concurrency) if inp.max_concurrency else None
         graph = build_grading_graph(self.saver, model=self.model,
                                     on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
-        config: dict[str, Any] = {"configurable": {"thread_id": start.thread_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": start.thread_id}}
         tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
         if start.resume:
             snapshot = await graph.aget_state(config)
@@ -155,9 +156,11 @@ class AgentActivities:
         ticker = asyncio.create_task(self._tick(tracker, info.heartbeat_timeout))
         try:
             await self._report(inp, tracker)
-            stream = graph.astream(None if start.resume else {}, config, context=ctx,
+            graph_input: Any = None if start.resume else {}
+            stream = graph.astream(graph_input, config, context=ctx,
                                    stream_mode=["updates", "checkpoints"])
-            async for mode, chunk in stream:
+            async for item in stream:
+                mode, chunk = cast(tuple[str, dict[str, Any]], item)
                 if mode == "checkpoints":
                     tracker.progress.checkpoint_id = chunk["config"]["configurable"]["checkpoint_id"]
                     tracker.add_grades((chunk.get("values") or {}).get("grades"))
@@ -218,7 +221,7 @@ class AgentActivities:
         progress = tracker.progress
         try:
             info = activity.info()
-            handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+            handle = activity.client().get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
             await handle.signal(SIGNAL_AGENT_PROGRESS, progress)
         except Exception as exc:  # noqa: BLE001 - progress is advisory
             logger.warning("progress signal failed: %r", exc)

@@ -80,6 +80,10 @@ VALUES (%s, %s, %s, %s, %s)
 """
 
 
+Conn = psycopg.AsyncConnection[Any]
+"""A connection inside ``PoolManager.transaction(tenant_id)`` (dict rows)."""
+
+
 class SubmissionNotFoundError(LookupError):
     """The submission does not exist for this tenant."""
 
@@ -98,7 +102,7 @@ class GradingInputs:
     """question_id -> raw answer."""
 
 
-async def load_submission(conn: psycopg.AsyncConnection, submission_id: str) -> dict[str, Any]:
+async def load_submission(conn: Conn, submission_id: str) -> dict[str, Any]:
     """Return the submission row.
 
     Raises:
@@ -112,7 +116,7 @@ async def load_submission(conn: psycopg.AsyncConnection, submission_id: str) -> 
     return dict(row)
 
 
-async def load_grading_inputs(conn: psycopg.AsyncConnection, submission_id: str) -> GradingInputs:
+async def load_grading_inputs(conn: Conn, submission_id: str) -> GradingInputs:
     """Load a submission with its exam's questions (current rubric versions) and its answers."""
     submission = await load_submission(conn, submission_id)
     cur = await conn.execute(LOAD_QUESTIONS_SQL, (submission["exam_id"],))
@@ -129,7 +133,7 @@ async def load_grading_inputs(conn: psycopg.AsyncConnection, submission_id: str)
     return GradingInputs(submission, questions, versions, answers)
 
 
-async def set_status(conn: psycopg.AsyncConnection, submission_id: str, status: str, *,
+async def set_status(conn: Conn, submission_id: str, status: str, *,
                      error: str | None = None) -> dict[str, Any]:
     """Move a submission to ``status`` (the trigger refuses invalid transitions).
 
@@ -148,7 +152,7 @@ async def set_status(conn: psycopg.AsyncConnection, submission_id: str, status: 
     return dict(row)
 
 
-async def save_results(conn: psycopg.AsyncConnection, *, tenant_id: str, submission_id: str,
+async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
                        grades: list[dict[str, Any]], status: str, total: float,
                        max_total: float) -> dict[str, Any]:
     """Upsert one grading_results row per grade, then set the submission's status and totals.
@@ -180,7 +184,7 @@ async def save_results(conn: psycopg.AsyncConnection, *, tenant_id: str, submiss
     return dict(row)
 
 
-async def apply_overrides(conn: psycopg.AsyncConnection, submission_id: str,
+async def apply_overrides(conn: Conn, submission_id: str,
                           overrides: dict[str, float]) -> float | None:
     """Replace scores of the given questions (marked overridden) and recompute the total.
 
@@ -203,13 +207,13 @@ async def apply_overrides(conn: psycopg.AsyncConnection, submission_id: str,
     return float(row["total"]) if row and row["total"] is not None else None
 
 
-async def load_results(conn: psycopg.AsyncConnection, submission_id: str) -> list[dict[str, Any]]:
+async def load_results(conn: Conn, submission_id: str) -> list[dict[str, Any]]:
     """Return the submission's grading_results rows (JSON-friendly)."""
     cur = await conn.execute(LOAD_RESULTS_SQL, (submission_id,))
     return [_jsonable(dict(row)) for row in await cur.fetchall()]
 
 
-async def record_grader_call(conn: psycopg.AsyncConnection, *, tenant_id: str, submission_id: str,
+async def record_grader_call(conn: Conn, *, tenant_id: str, submission_id: str,
                              question_id: str, run_id: str, attempt: int) -> None:
     """Insert one grader_calls row (one per question graded)."""
     await conn.execute(INSERT_GRADER_CALL_SQL, (tenant_id, submission_id, question_id, run_id, attempt))

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
 """Kill -9 a real cognitive worker mid-grading; a new worker resumes from the checkpoint.
 
 The cognitive worker runs as a subprocess (``python worker.py --queue cognitive``) with the test

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
 """Properties 1 and 2 of the grading agent, through real workflows on real services.
 
 1. The agent's checkpoint thread is the workflow run id; the query's progress matches the

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
 """Property 21: a batch never runs more than ``max_concurrent`` child gradings at once.
 
 Checked against the Temporal server's own record of each child's start and close time, not

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
 """Property 4: result rows, submission status and the outbox event commit together or not at all.
 
 Failures are injected in the middle of ``persist_grading_result``'s transaction with real

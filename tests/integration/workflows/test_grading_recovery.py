@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
