@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import inspect
 import json
 import logging
 import random
@@ -219,14 +220,19 @@ class OutboxRelay:
             for fut in waits:
                 fut.cancel()
 
+    async def _conninfo(self) -> str:
+        """The pool's conninfo (psycopg-pool also accepts a sync or async callable there)."""
+        source: Any = self.pools.pool.conninfo
+        value = source() if callable(source) else source
+        return str(await value if inspect.isawaitable(value) else value)
+
     async def _listen(self, stop: asyncio.Event) -> None:
         """Hold a dedicated autocommit connection on LISTEN; reconnect with backoff on errors."""
         attempt = 0
-        conninfo = self.pools.pool.conninfo
         while not stop.is_set():
             delay = 0.5
             try:
-                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
+                conn = await psycopg.AsyncConnection.connect(await self._conninfo(), autocommit=True,
                                                              application_name=f"{self.name}-listen")
                 async with conn:
                     await conn.execute(LISTEN_SQL)
