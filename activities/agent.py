@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -65,6 +66,7 @@ class _Tracker:
 
     def __init__(self, total: int, attempt: int, thread_id: str) -> None:
         self.graded: set[str] = set()
+        self.last_signal_at = float("-inf")
         self.progress = AgentProgress(questions_done=0, questions_total=total, attempt=attempt,
                                       thread_id=thread_id)
 
@@ -155,7 +157,7 @@ class AgentActivities:
             tracker.progress.checkpoint_id = snapshot.config["configurable"].get("checkpoint_id", "")
         ticker = asyncio.create_task(self._tick(tracker, info.heartbeat_timeout))
         try:
-            await self._report(inp, tracker)
+            await self._report(inp, tracker, force=True)
             graph_input: Any = None if start.resume else {}
             stream = graph.astream(graph_input, config, context=ctx,
                                    stream_mode=["updates", "checkpoints"])
@@ -185,7 +187,7 @@ class AgentActivities:
         finally:
             ticker.cancel()
         tracker.progress.finished = True
-        await self._report(inp, tracker)
+        await self._report(inp, tracker, force=True)
         return self._output(state, inputs.rubric_versions, start, attempt)
 
     def _on_grade(self, inp: AgentInput, run_id: str, attempt: int, thread_id: str,
@@ -216,17 +218,27 @@ class AgentActivities:
             await asyncio.sleep(interval)
             activity.heartbeat(tracker.details())
 
-    async def _report(self, inp: AgentInput, tracker: _Tracker) -> None:
-        """Signal the workflow and publish on Redis; failures are logged, never raised."""
+    async def _report(self, inp: AgentInput, tracker: _Tracker, *, force: bool = False) -> None:
+        """Publish progress on Redis and signal the workflow; failures are logged, never raised.
+
+        Every step goes to Redis (cheap, live for WebSocket clients); the workflow is signalled at
+        most once per ``progress_signal_interval`` (each signal costs a workflow task and history
+        events), and always at the start and the end, so the final query state is exact.
+        """
         progress = tracker.progress
+        await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                    progress=asdict(progress))
+        now = time.monotonic()
+        interval = float(getattr(self.settings, "progress_signal_interval", 0.5))
+        if not force and now - tracker.last_signal_at < interval:
+            return
+        tracker.last_signal_at = now
         try:
             info = activity.info()
             handle = activity.client().get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
             await handle.signal(SIGNAL_AGENT_PROGRESS, progress)
         except Exception as exc:  # noqa: BLE001 - progress is advisory
             logger.warning("progress signal failed: %r", exc)
-        await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
-                                    progress=asdict(progress))
 
     @staticmethod
     def _output(state: dict[str, Any], versions: dict[str, int], start: StartPoint, attempt: int) -> AgentOutput:

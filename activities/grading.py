@@ -23,7 +23,7 @@ from activities.types import (
     StatusOutput,
     SubmissionRef,
 )
-from infra import grading_store, keys, live
+from infra import grading_store, keys, live, submissions_store
 from infra.cache import Cache, write_through
 from infra.constants import EventType, SubmissionStatus
 from infra.outbox import add_event
@@ -129,6 +129,7 @@ class GradingActivities:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidResult") from exc
+        await self._refresh_view(inp.tenant_id, inp.submission_id)
         await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
                                   status=status, data={"total": inp.total, "max_total": inp.max_total})
         return PersistOutput(status=row["status"], version=int(row["version"]))
@@ -158,7 +159,6 @@ class GradingActivities:
                         payload={"status": row["status"], "from": before["status"], "error": inp.error,
                                  "overrides": inp.overrides or {}},
                     )
-                results = await grading_store.load_results(conn, inp.submission_id)
                 after = await grading_store.load_submission(conn, inp.submission_id)
         except grading_store.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
@@ -166,7 +166,7 @@ class GradingActivities:
             raise _permanent(exc, "InvalidOverride") from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidTransition") from exc
-        await self._refresh_cache(inp.tenant_id, inp.submission_id, grading_store.submission_view(after, results))
+        await self._refresh_view(inp.tenant_id, inp.submission_id)
         if changed:
             await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id,
                                       submission_id=inp.submission_id, status=row["status"])
@@ -205,8 +205,13 @@ class GradingActivities:
                                   status=SubmissionStatus.NEEDS_INTERVENTION, data={"error": inp.error})
         return StatusOutput(status=row["status"], changed=True)
 
-    async def _refresh_cache(self, tenant_id: str, submission_id: str, view: dict[str, Any]) -> None:
+    async def _refresh_view(self, tenant_id: str, submission_id: str) -> None:
+        """Replace the hot copy with the committed read model (the same view the API serves)."""
         try:
+            view = await submissions_store.load_submission(self.pools, tenant_id, submission_id)
+            if view is None:
+                await self._invalidate(tenant_id, submission_id)
+                return
             await self._cache().set_json(keys.submission_key(tenant_id, submission_id), view)
         except Exception as exc:  # noqa: BLE001 - the database is the truth; drop the stale copy
             logger.warning("cache refresh of %s failed: %r", submission_id, exc)

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -39,6 +40,22 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError, redis_errors.TimeoutError, ConnectionError, TimeoutError,
 )
 """Errors that mean "Redis is unreachable" (reads degrade to the database)."""
+LEASE_MS = 10_000
+"""Lifetime of a back-fill lease: longer than any sane database read."""
+FILL_IF_LEASED_LUA = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+"""Back-fill ``KEYS[1]`` only while our lease ``KEYS[2]`` is still ours (no write landed meanwhile)."""
+
+
+def lease_key(key: str) -> str:
+    """Key of the back-fill lease of ``key`` (same hash tag, so the Lua script stays in one slot)."""
+    return f"{key}:lease"
 
 
 @dataclass(frozen=True)
@@ -89,11 +106,18 @@ class Cache:
 
     async def set_json(self, key: str, value: Any) -> None:
         """Store ``value`` as JSON with the TTL."""
-        await self.redis.set(key, json.dumps(value, separators=(",", ":"), default=str), ex=self.ttl_seconds)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, self._dumps(value), ex=self.ttl_seconds)
+            pipe.delete(lease_key(key))
+            await pipe.execute()
+
+    @staticmethod
+    def _dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), default=str)
 
     async def delete(self, key: str) -> None:
-        """Remove ``key``."""
-        await self.redis.delete(key)
+        """Remove ``key`` (and void any back-fill in flight)."""
+        await self.redis.delete(key, lease_key(key))
 
     async def read_through(self, key: str, loader: Callable[[], Awaitable[T | None]]) -> tuple[T | None, Source]:
         """Read Redis first; on a miss load from the database and back-fill.
@@ -116,11 +140,20 @@ class Cache:
             return await loader(), "database-degraded"
         if cached is not None:
             return cached, "cache"
+        # A lease guards the back-fill: a write or invalidation that lands while we read the
+        # database deletes the lease, so our (possibly stale) copy is not written over it.
+        lease = uuid.uuid4().hex
+        try:
+            await self.redis.set(lease_key(key), lease, px=LEASE_MS)
+        except REDIS_DOWN_ERRORS as exc:
+            self._redis_down(key, "lease", exc)
+            return await loader(), "database-degraded"
         value = await loader()
         if value is None:
             return None, "database"
         try:
-            await self.set_json(key, value)
+            await self.redis.eval(FILL_IF_LEASED_LUA, 2, key, lease_key(key), lease, self._dumps(value),
+                                  self.ttl_seconds)
         except REDIS_DOWN_ERRORS as exc:
             self._redis_down(key, "back-fill", exc)
             return value, "database-degraded"
@@ -137,7 +170,7 @@ class Cache:
             raise ValueError(f"key {key!r} does not belong to tenant {tenant_id!r}")
         message = json.dumps({"tenant_id": tenant_id, "key": key, "origin": self.origin})
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
+            pipe.delete(key, lease_key(key))
             pipe.publish(INVALIDATION_CHANNEL, message)
             _, receivers = await pipe.execute()
         return int(receivers)

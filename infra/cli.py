@@ -102,10 +102,20 @@ def _cmd_relay(settings) -> int:  # type: ignore[no-untyped-def]
     from infra.preflight import check_all
 
     asyncio.run(check_all(settings))
+    asyncio.run(_relay_with_reconciler(settings))
+    return 0
+
+
+async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-def]
+    """Run the relay with the reconciler: a ``submission.received`` event starts its grading."""
+    from infra.constants import EventType
+    from infra.grading_starter import make_reconciler_handler
+    from infra.preflight import connect_temporal
     from infra.relay import run_relay
 
-    asyncio.run(run_relay(settings))
-    return 0
+    client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
+    handlers = {EventType.SUBMISSION_RECEIVED.value: make_reconciler_handler(client, settings=settings)}
+    await run_relay(settings, handlers=handlers)
 
 
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

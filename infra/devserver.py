@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from infra.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free
 from infra.migrate import app_url_from_admin, migrate
@@ -24,7 +25,7 @@ from infra.settings import Settings
 
 DATABASE_NAME = "gradeflow"
 CHILD_STOP_SECONDS = 5.0
-CREATE_DATABASE_SQL = 'CREATE DATABASE "gradeflow"'
+CREATE_DATABASE_SQL = "CREATE DATABASE {name}"
 DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = %s"
 
 CHILDREN: list[tuple[str, list[str]]] = [
@@ -45,7 +46,7 @@ def ensure_database(admin_url: str, name: str = DATABASE_NAME) -> str:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute(DATABASE_EXISTS_SQL, (name,)).fetchone() is None:
-            conn.execute(CREATE_DATABASE_SQL)
+            conn.execute(sql.SQL(CREATE_DATABASE_SQL).format(name=sql.Identifier(name)))
     parts = urlsplit(admin_url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 

@@ -228,8 +228,3 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
             value = value.isoformat()
         out[key] = value
     return out
-
-
-def submission_view(submission: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The hot copy of a submission kept in Redis: the row plus its results."""
-    return {**_jsonable(submission), "results": results}

@@ -17,6 +17,8 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class PoolManager:
         acquire_timeout: seconds to wait for a free connection before :class:`PoolTimeoutError`.
         redis_max_connections: Redis pool bound.
         name: label used in logs and connection ``application_name``.
+
     """
 
     def __init__(self, database_url: str, redis_url: str | None, *, min_size: int = 2, max_size: int = 10,
@@ -58,6 +61,9 @@ class PoolManager:
             self._redis = aioredis.Redis.from_url(
                 redis_url, max_connections=redis_max_connections, decode_responses=True,
                 health_check_interval=30, socket_connect_timeout=2,
+                # One quick retry: redis-py's default (3 retries, up to 10 s backoff) turns an outage
+                # into multi-second stalls; callers degrade to PostgreSQL instead.
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
             )
         self._open = False
 
@@ -146,5 +152,5 @@ class PoolManager:
         return result
 
     def stats(self) -> dict[str, int]:
-        """psycopg pool statistics (pool_size, pool_available, requests_waiting, ...)."""
+        """Psycopg pool statistics (pool_size, pool_available, requests_waiting, ...)."""
         return dict(self._pool.get_stats())

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     """Start-to-close timeout of the grading agent activity, seconds."""
     review_deadline: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Seconds a needs_review submission waits for a reviewer before it is escalated."""
+    progress_signal_interval: float = Field(default=0.5, ge=0)
+    """Least seconds between progress signals from the agent to its workflow (Redis gets every step)."""
     low_confidence_threshold: float = Field(default=0.6, ge=0, le=1)
     """Grades with confidence below this are flagged for human review."""
     llm_model: str | None = None

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -61,22 +60,12 @@ class Services:
         return env
 
 
-def _create_database(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(admin_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     """Start (or locate) the real services once per session and migrate the schema."""
     import asyncio
 
+    from infra.devserver import ensure_database
     from infra.migrate import app_url_from_admin, migrate
 
     external = os.environ.get("GRADEFLOW_DATABASE_URL")
@@ -94,7 +83,7 @@ def services() -> Iterator[Services]:
         started = time.monotonic()
         stack.start()
         print(f"\n[gradeflow] embedded stack up in {time.monotonic() - started:.1f}s under {tmp}")
-        admin = _create_database(stack.database_admin_url, TEST_DATABASE)
+        admin = ensure_database(stack.database_admin_url, TEST_DATABASE)
         redis_url, temporal = stack.redis_url, stack.temporal_address
     asyncio.run(migrate(admin, app_password=APP_PASSWORD, log=lambda line: None))
     app = app_url_from_admin(admin, APP_PASSWORD)

@@ -221,3 +221,36 @@ async def test_invalidate_refuses_another_tenants_key(pools: PoolManager, tenant
         assert await cache.get_json(other_key) == "theirs"
     finally:
         await cache.delete(other_key)
+
+
+@pytest.mark.parametrize("concurrent_change", ["write", "invalidate"])
+async def test_back_fill_never_overwrites_a_change_made_during_the_load(
+        pools: PoolManager, tenant_id: str, concurrent_change: str) -> None:
+    """A read that missed, loaded an old value, and back-fills after a newer write must not win."""
+    cache = Cache(pools.redis, ttl_seconds=60)
+    key = exam_key(tenant_id, str(uuid.uuid4()))
+
+    async def stale_loader() -> dict[str, Any]:
+        # The database answered with the old value; meanwhile a writer changes the key.
+        if concurrent_change == "write":
+            await cache.set_json(key, {"title": "new"})
+        else:
+            await cache.invalidate(tenant_id, key)
+        return {"title": "old"}
+
+    value, source = await cache.read_through(key, stale_loader)
+    assert (value, source) == ({"title": "old"}, "database")
+    expected = {"title": "new"} if concurrent_change == "write" else None
+    assert await cache.get_json(key) == expected
+
+
+async def test_back_fill_still_fills_when_nothing_changed(pools: PoolManager, tenant_id: str) -> None:
+    cache = Cache(pools.redis, ttl_seconds=60)
+    key = exam_key(tenant_id, str(uuid.uuid4()))
+
+    async def loader() -> dict[str, Any]:
+        return {"title": "db"}
+
+    assert await cache.read_through(key, loader) == ({"title": "db"}, "database")
+    assert await cache.read_through(key, loader) == ({"title": "db"}, "cache")
+    assert 0 < await pools.redis.ttl(key) <= 60
