@@ -228,6 +228,7 @@ class EmbeddedStack:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             ensure_prefix_permissions(self.data_dir / ".")
             self.data_dir.chmod(self.data_dir.stat().st_mode | stat.S_IRWXO)
+            ensure_prefix_permissions(bins)  # e.g. a .venv inside a 0700 temp folder
             ensure_folder_permissions(bins, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
             ensure_folder_permissions(bins.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         if not (pgdata / "PG_VERSION").exists():

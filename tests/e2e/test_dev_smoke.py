@@ -36,8 +36,13 @@ def _start(data_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[float, str]:
-    descendants = psutil.Process(proc.pid).children(recursive=True)
-    assert len(descendants) >= 7  # postgres, redis, temporal, api, 2 workers, relay
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if len(descendants) < 7:  # postgres, redis, temporal, api, 2 workers, relay
+        proc.kill()
+        raise AssertionError(f"gradeflow dev is not running its 7 children:\n{proc.communicate()[0]}")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=15)
