@@ -107,15 +107,37 @@ def _cmd_relay(settings) -> int:  # type: ignore[no-untyped-def]
 
 
 async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-def]
-    """Run the relay with the reconciler: a ``submission.received`` event starts its grading."""
+    """Run the relay with the reconciler: a ``submission.received`` event starts its grading.
+
+    Beside it runs the external-event bridge (Redis stream → ``external_event`` signals); both share
+    the relay's stop signal (SIGTERM/SIGINT).
+    """
+    import os
+    import socket
+
+    from redis.asyncio import Redis
+
     from infra.constants import EventType
+    from infra.external_events import ExternalEventBridge
     from infra.grading_starter import make_reconciler_handler
     from infra.preflight import connect_temporal
     from infra.relay import run_relay
 
     client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
     handlers = {EventType.SUBMISSION_RECEIVED.value: make_reconciler_handler(client, settings=settings)}
-    await run_relay(settings, handlers=handlers)
+    stop = asyncio.Event()
+    redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+    bridge = ExternalEventBridge(redis, client, consumer_name=f"relay-{socket.gethostname()}-{os.getpid()}")
+    bridge_task = asyncio.create_task(bridge.run(stop), name="external-event-bridge")
+    try:
+        await run_relay(settings, handlers=handlers, stop=stop)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(bridge_task, settings.shutdown_timeout)  # cancelled if it overruns
+        except TimeoutError:
+            pass
+        await redis.aclose()
 
 
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

@@ -5,6 +5,8 @@ from __future__ import annotations
 PREFIX = "gf"
 INVALIDATION_CHANNEL = f"{PREFIX}:invalidate"
 """Broadcast channel for cache invalidations (payload names the tenant and the key)."""
+EXTERNAL_EVENTS_STREAM = f"{PREFIX}:external-events"
+"""Redis Stream of external events for grading workflows (all tenants; each entry names its tenant)."""
 
 
 def events_channel(tenant_id: str) -> str:

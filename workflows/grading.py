@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_EXTERNAL_EVENTS = 20
 """External events kept in the workflow state (oldest dropped)."""
+MAX_SEEN_EXTERNAL_IDS = 1000
+"""External event ids remembered for deduplication (oldest forgotten)."""
 DB_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=5)
 
@@ -104,6 +106,8 @@ class ExternalEvent:
 
     event_type: str
     payload: dict[str, Any] = field(default_factory=dict)
+    event_id: str = ""
+    """Producer's id; a repeated id is ignored (at-least-once delivery). Empty: never deduplicated."""
 
 
 @dataclass
@@ -130,6 +134,7 @@ class GradingWorkflow:
                                          "checkpoint_id": "", "attempt": 0, "external_events": []}
         self._updated_at = ""
         self._review: ReviewInput | None = None
+        self._seen_external: dict[str, None] = {}
 
     def _set(self, stage: str, percentage: float | None = None, **details: Any) -> None:
         self._stage = stage
@@ -228,9 +233,17 @@ class GradingWorkflow:
 
     @workflow.signal(name=SIGNAL_EXTERNAL_EVENT)
     def external_event(self, event: ExternalEvent) -> None:
-        """Record an external event (kept in the state, visible in the query)."""
-        events = [*self._details.get("external_events", []),
-                  {"event_type": event.event_type, "payload": event.payload, "at": workflow.now().isoformat()}]
+        """Record an external event (kept in the state, visible in the query); repeated ids are ignored."""
+        record: dict[str, Any] = {"event_type": event.event_type, "payload": event.payload,
+                                  "at": workflow.now().isoformat()}
+        if event.event_id:
+            if event.event_id in self._seen_external:
+                return
+            self._seen_external[event.event_id] = None
+            if len(self._seen_external) > MAX_SEEN_EXTERNAL_IDS:
+                del self._seen_external[next(iter(self._seen_external))]
+            record["event_id"] = event.event_id
+        events = [*self._details.get("external_events", []), record]
         self._set(self._stage, external_events=events[-MAX_EXTERNAL_EVENTS:])
 
     @workflow.signal(name=SIGNAL_REVIEW)
