@@ -149,3 +149,37 @@ class ReadyOut(BaseModel):
 
     status: str
     checks: dict[str, str]
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class ScoreOverride(BaseModel):
+    """A reviewer's replacement grade for one question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(ge=0, allow_inf_nan=False)
+    """New score, between 0 and the question's max_points."""
+    feedback: str | None = Field(default=None, max_length=10_000)
+    """New feedback (completed submissions only); omitted keeps the grader's."""
+
+    _feedback_no_nul = field_validator("feedback")(_no_nul)
+
+
+class ReviewCreate(BaseModel):
+    """``POST /v1/submissions/{id}/review`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool = True
+    """``False`` rejects a submission awaiting review (status ``failed``)."""
+    overrides: dict[str, ScoreOverride] = Field(default_factory=dict, max_length=MAX_QUESTIONS)
+    """question_id -> replacement grade."""
+    reason: str | None = Field(default=None, max_length=2_000)
+    """Why, kept in the review audit log."""
+
+    _reason_no_nul = field_validator("reason")(_no_nul)

@@ -88,3 +88,18 @@ async def test_b_cannot_subscribe_to_a(contract_url, api, bearer, two_tenants, p
         refused = await _ws_first_message(url)
         assert not isinstance(refused, dict), url  # no snapshot, no events
     assert events_channel(a) != events_channel(b) and a in events_channel(a)
+
+
+async def test_b_cannot_override_a(api, bearer, two_tenants, pools, temporal_client) -> None:
+    from tests.integration.api.test_api_review import GRADED, MAX_POINTS, complete_submission
+
+    a, b, _, sub_a = two_tenants
+    await temporal_client.get_workflow_handle(f"grade-{sub_a}").terminate("graded by the test")
+    await complete_submission(pools, a, sub_a, {q: (s, MAX_POINTS[q]) for q, s in GRADED.items()})
+    before = (await api.get(f"/v1/submissions/{sub_a}", headers=bearer(a))).json()
+    body = {"overrides": {"q4": {"score": 0, "feedback": "zero"}}, "reason": "mallory"}
+    for headers in (bearer(b), {**bearer(b), "Idempotency-Key": "override-a"}):
+        resp = await api.post(f"/v1/submissions/{sub_a}/review", json=body, headers=headers)
+        assert resp.status_code == 404, resp.text  # same as a missing id: no existence leak
+    after = (await api.get(f"/v1/submissions/{sub_a}", headers=bearer(a))).json()
+    assert after == before and after["total"] == sum(GRADED.values())
