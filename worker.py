@@ -31,6 +31,7 @@ from agents.checkpointer import open_saver
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.pools import PoolManager
 from infra.settings import Settings, get_settings
+from infra.tracing import LOG_FORMAT, install_log_trace_ids, setup_tracing, with_tracing
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingWorkflow
 from workflows.purge import IdempotencyPurgeWorkflow
@@ -106,11 +107,12 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / platform
             pass
-    client = client or await connect_temporal(settings)
+    client = client or with_tracing(await connect_temporal(settings))
     async with AsyncExitStack() as stack:
         pools = PoolManager.from_settings(settings, name=f"gradeflow-worker-{queue}")
         await pools.open()
         stack.push_async_callback(pools.close, settings.shutdown_timeout)
+        setup_tracing(settings, f"gradeflow-worker-{queue}", pools)
         workers: list[Worker] = []
         if queue in ("orchestration", "all"):
             grading = GradingActivities(pools, settings)
@@ -157,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-queue", default=None, help="override the task queue name (single queue)")
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    install_log_trace_ids()
     asyncio.run(run_worker(settings, args.queue, task_queue=args.task_queue))
 
 

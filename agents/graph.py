@@ -28,6 +28,7 @@ from agents.graders import grade_with_rubric
 from agents.llm import grade_with_llm
 from agents.rubric import TEXT_TYPES
 from agents.state import GradingState, QuestionGrade
+from infra.tracing import traced_node
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +151,11 @@ def build_grading_graph(
         return {"grades": {question.id: grade.model_dump(mode="json")}}
 
     builder = StateGraph(GradingState, context_schema=GradingContext)
-    builder.add_node(SUPERVISOR, supervisor)
+    builder.add_node(SUPERVISOR, traced_node(SUPERVISOR, supervisor))
     # Typed on its Send payload, not the state; input_schema= would add GradeTask's keys as channels.
-    builder.add_node(GRADE_QUESTION, cast(Any, grade_question))
-    builder.add_node(AGGREGATE, aggregate)
-    builder.add_node(MODERATE, moderate)
+    builder.add_node(GRADE_QUESTION, cast(Any, traced_node(GRADE_QUESTION, grade_question)))
+    builder.add_node(AGGREGATE, traced_node(AGGREGATE, aggregate))
+    builder.add_node(MODERATE, traced_node(MODERATE, moderate))
     builder.add_edge(START, SUPERVISOR)
     builder.add_conditional_edges(SUPERVISOR, route_questions, [GRADE_QUESTION, AGGREGATE])
     builder.add_edge(GRADE_QUESTION, AGGREGATE)

@@ -21,12 +21,14 @@ from fastapi import FastAPI
 from api.errors import BodySizeLimitMiddleware, install_error_handlers
 from api.middleware.idempotency import IdempotencyMiddleware
 from api.middleware.ratelimit import RateLimitMiddleware
+from api.middleware.tracing import TracingMiddleware
 from api.openapi import install_openapi
 from api.routes import api_router
 from infra.cache import Cache
 from infra.pools import PoolManager
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings, get_settings
+from infra.tracing import setup_tracing, with_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
             app.state.settings = settings
             app.state.pools = pools
             app.state.cache = Cache(pools.redis, ttl_seconds=settings.cache_ttl_seconds)
-            app.state.temporal = temporal_client or await connect_temporal(settings)
+            setup_tracing(settings, "gradeflow-api", pools)
+            app.state.temporal = temporal_client or with_tracing(await connect_temporal(settings))
             app.state.rate_limiter = RateLimiter.from_settings(settings, pools.redis)
             await _ensure_schedules(app.state.temporal, settings)
             yield
@@ -132,6 +135,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
                        lease_seconds=settings.idempotency_lease_seconds)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(TracingMiddleware)  # outermost: the request span covers every other middleware
     app.include_router(api_router)
     install_openapi(app)
     return app

@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    from infra.tracing import LOG_FORMAT, install_log_trace_ids
+
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    install_log_trace_ids()
 
 
 def _cmd_migrate(settings) -> int:  # type: ignore[no-untyped-def]

@@ -30,6 +30,7 @@ from infra.constants import (
     EventType,
     grading_workflow_id,
 )
+from infra.tracing import trace_context, with_tracing
 from workflows.grading import GradingInput, GradingWorkflow
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_Q
     The handler reads ``submission_id``, ``exam_id`` and ``trace_id`` from the event payload
     (falling back to the envelope's ``target_id`` and ``trace_id``); other event types are ignored.
     Starting is idempotent, so redelivered events are harmless. ``overrides`` are passed on to
-    :func:`start_grading` (e.g. ``cognitive_queue``).
+    :func:`start_grading` (e.g. ``cognitive_queue``). Starts go through a traced copy of ``client``
+    under the stored trace id, so the workflow, its activities and graph nodes continue that trace.
     """
+    client = with_tracing(client)
 
     async def handle(event: Any) -> None:
         if event.event_type != EventType.SUBMISSION_RECEIVED:
@@ -107,8 +110,9 @@ def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_Q
         submission_id = str(payload.get("submission_id") or event.target_id)
         exam_id = str(payload.get("exam_id") or "")
         trace_id = str(payload.get("trace_id") or event.trace_id or "")
-        await start_grading(client, submission_id=submission_id, tenant_id=event.tenant_id,
-                            exam_id=exam_id, trace_id=trace_id, settings=settings, task_queue=task_queue,
-                            **overrides)
+        with trace_context(trace_id):  # no request span here: the workflow's spans continue the stored trace
+            await start_grading(client, submission_id=submission_id, tenant_id=event.tenant_id,
+                                exam_id=exam_id, trace_id=trace_id, settings=settings, task_queue=task_queue,
+                                **overrides)
 
     return handle

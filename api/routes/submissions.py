@@ -13,6 +13,7 @@ from api.deps import CacheDep, PoolsDep, SettingsDep, TemporalDep, TenantDep, Tr
 from api.errors import ProblemError
 from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
 from infra import submissions_store
+from infra.tracing import current_trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: Po
     reconciler starts it later, so no submission is stranded.
     """
     exam_id = str(body.exam_id)
+    trace_id = current_trace_id() or trace_id  # the request span's (it continues a valid traceparent)
     try:
         created = await submissions_store.create_submission(
             pools, tenant, exam_id=exam_id, student_id=body.student_id, answers=dict(body.answers),
