@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import psycopg
 
 from infra.migrate import discover, migrate
