@@ -30,6 +30,7 @@ from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.pools import PoolManager
+from infra.rubric_cache import RubricCache
 from infra.settings import Settings, get_settings
 from infra.tracing import LOG_FORMAT, install_log_trace_ids, setup_tracing, with_tracing
 from workflows.batch import BatchGradingWorkflow
@@ -112,10 +113,11 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
         pools = PoolManager.from_settings(settings, name=f"gradeflow-worker-{queue}")
         await pools.open()
         stack.push_async_callback(pools.close, settings.shutdown_timeout)
+        rubric_cache = await stack.enter_async_context(RubricCache(pools, settings))
         setup_tracing(settings, f"gradeflow-worker-{queue}", pools)
         workers: list[Worker] = []
         if queue in ("orchestration", "all"):
-            grading = GradingActivities(pools, settings)
+            grading = GradingActivities(pools, settings, rubric_cache=rubric_cache)
             workers.append(Worker(
                 client, task_queue=task_queue or ORCHESTRATION_QUEUE,
                 workflows=[GradingWorkflow, BatchGradingWorkflow, IdempotencyPurgeWorkflow],
@@ -134,7 +136,7 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             stack.push_async_callback(ckpt_pool.close, settings.shutdown_timeout)
             saver = await stack.enter_async_context(open_saver(ckpt_pool))
             agent = AgentActivities(pools, saver, settings, build_model(settings),
-                                    grade_delay=test_grade_delay(settings))
+                                    grade_delay=test_grade_delay(settings), rubric_cache=rubric_cache)
             workers.append(Worker(
                 client, task_queue=task_queue or COGNITIVE_QUEUE, activities=[agent.run_grading_agent],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),

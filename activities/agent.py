@@ -31,6 +31,7 @@ from agents.state import QuestionGrade
 from infra import grading_store, live
 from infra.constants import SIGNAL_AGENT_PROGRESS
 from infra.pools import PoolManager
+from infra.rubric_cache import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +90,15 @@ class AgentActivities:
         model: Chat model for text questions; ``None`` grades with the rubric engines.
         grade_hook: Test hook awaited per graded question (slow or crashing graders in tests).
         grade_delay: Test hook: seconds slept per graded question (``GRADEFLOW_TEST_GRADE_DELAY``).
+        rubric_cache: The process's cache of questions and rubrics (``None``: PostgreSQL every run).
 
     """
 
     def __init__(self, pools: PoolManager, saver: GradeflowSaver, settings: Any,
                  model: BaseChatModel | None = None, *, grade_hook: GradeHook | None = None,
-                 grade_delay: float = 0.0) -> None:
+                 grade_delay: float = 0.0, rubric_cache: RubricCache | None = None) -> None:
         self.pools = pools
+        self.rubric_cache = rubric_cache
         self.saver = saver
         self.settings = settings
         self.model = model
@@ -131,7 +134,8 @@ class AgentActivities:
         run_id, attempt = info.workflow_run_id or info.activity_id, info.attempt
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
-                inputs = await grading_store.load_grading_inputs(conn, inp.submission_id)
+                inputs = await grading_store.load_grading_inputs(
+                    conn, inp.submission_id, questions=questions_loader(self.rubric_cache, inp.tenant_id))
         except grading_store.SubmissionNotFoundError as exc:
             raise ApplicationError(str(exc), type="SubmissionNotFound", non_retryable=True) from exc
         threshold = inp.low_confidence_threshold

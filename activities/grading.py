@@ -28,6 +28,7 @@ from infra.cache import Cache, write_through
 from infra.constants import EventType, SubmissionStatus
 from infra.outbox import add_event
 from infra.pools import PoolManager
+from infra.rubric_cache import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ class GradingActivities:
     Args:
         pools: The process's pool manager (PostgreSQL with RLS, Redis).
         settings: :class:`infra.settings.Settings` (cache TTL).
+        rubric_cache: The process's cache of questions and rubrics (``None``: PostgreSQL every time).
 
     """
 
-    def __init__(self, pools: PoolManager, settings: Any) -> None:
+    def __init__(self, pools: PoolManager, settings: Any, *, rubric_cache: RubricCache | None = None) -> None:
         self.pools = pools
         self.settings = settings
+        self.rubric_cache = rubric_cache
 
     def _cache(self) -> Cache:
         return Cache(self.pools.redis, ttl_seconds=int(getattr(self.settings, "cache_ttl_seconds", 3600)))
@@ -66,7 +69,8 @@ class GradingActivities:
         """
         try:
             async with self.pools.transaction(ref.tenant_id) as conn:
-                inputs = await grading_store.load_grading_inputs(conn, ref.submission_id)
+                inputs = await grading_store.load_grading_inputs(
+                    conn, ref.submission_id, questions=questions_loader(self.rubric_cache, ref.tenant_id))
                 if not inputs.questions:
                     raise ApplicationError(f"exam {inputs.submission['exam_id']} has no questions",
                                            type="NoQuestions", non_retryable=True)

@@ -7,6 +7,7 @@ security applies and the caller decides what commits together.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,18 @@ class GradingInputs:
     """question_id -> raw answer."""
 
 
+@dataclass(frozen=True)
+class ExamQuestions:
+    """An exam's questions with their current rubrics; shared by cache readers, so never mutated."""
+
+    questions: tuple[Question, ...]
+    """Questions with their current rubrics, in exam order."""
+    rubric_versions: dict[str, int]
+    """question_id -> current rubric version."""
+    rubric_hashes: dict[str, str]
+    """question_id -> hash of that version, precomputed when it was created."""
+
+
 async def load_submission(conn: Conn, submission_id: str) -> dict[str, Any]:
     """Return the submission row.
 
@@ -116,21 +129,47 @@ async def load_submission(conn: Conn, submission_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def load_grading_inputs(conn: Conn, submission_id: str) -> GradingInputs:
-    """Load a submission with its exam's questions (current rubric versions) and its answers."""
-    submission = await load_submission(conn, submission_id)
-    cur = await conn.execute(LOAD_QUESTIONS_SQL, (submission["exam_id"],))
+async def load_exam_questions(conn: Conn, exam_id: str) -> ExamQuestions:
+    """Load an exam's questions with their current rubric versions and precomputed hashes, in order."""
+    cur = await conn.execute(LOAD_QUESTIONS_SQL, (exam_id,))
     questions: list[Question] = []
     versions: dict[str, int] = {}
+    hashes: dict[str, str] = {}
     for row in await cur.fetchall():
         questions.append(Question(
             id=row["question_id"], type=row["type"], prompt=row["prompt"],
             max_points=float(row["max_points"]), rubric=row["rubric"],
         ))
         versions[row["question_id"]] = int(row["current_version"])
+        hashes[row["question_id"]] = row["rubric_hash"]
+    return ExamQuestions(tuple(questions), versions, hashes)
+
+
+QuestionsLoader = Callable[[Conn, str], Awaitable[ExamQuestions]]
+"""``(conn, exam_id) -> ExamQuestions``: :func:`load_exam_questions` or a worker's rubric cache."""
+
+
+async def load_answers(conn: Conn, submission_id: str) -> dict[str, Any]:
+    """Return a submission's answers: question_id -> raw answer."""
     cur = await conn.execute(LOAD_ANSWERS_SQL, (submission_id,))
-    answers = {row["question_id"]: row["answer"] for row in await cur.fetchall()}
-    return GradingInputs(submission, questions, versions, answers)
+    return {row["question_id"]: row["answer"] for row in await cur.fetchall()}
+
+
+async def load_grading_inputs(conn: Conn, submission_id: str, *,
+                              questions: QuestionsLoader = load_exam_questions) -> GradingInputs:
+    """Load a submission with its exam's questions (current rubric versions) and its answers.
+
+    Args:
+        conn: Connection in the tenant's transaction.
+        submission_id: Submission to load.
+        questions: Where the exam's questions come from (default: PostgreSQL; workers pass
+            their :class:`infra.rubric_cache.RubricCache`). Answers always come from PostgreSQL.
+
+    """
+    submission = await load_submission(conn, submission_id)
+    exam = await questions(conn, submission["exam_id"])
+    answers = await load_answers(conn, submission_id)
+    return GradingInputs(submission, list(exam.questions), dict(exam.rubric_versions), answers)
 
 
 async def set_status(conn: Conn, submission_id: str, status: str, *,

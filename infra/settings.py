@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     """List queries slower than this are logged with their trace id and counted."""
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     """TTL of hot copies in Redis."""
+    rubric_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    """Safety-net lifetime of a worker's in-process copy of an exam's rubrics (broadcasts drop it sooner)."""
+    rubric_cache_max_entries: int = Field(default=1024, ge=1)
+    """Exams a worker keeps in its in-process rubric cache (least recently used dropped first)."""
     slow_span_ms: float = Field(default=1000.0, gt=0)
     """Spans slower than this raise a slow-span alert."""
     log_level: str = "INFO"
