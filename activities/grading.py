@@ -79,7 +79,8 @@ class GradingActivities:
                     await add_event(
                         conn, tenant_id=ref.tenant_id, event_type=EventType.SUBMISSION_STATUS,
                         target_type="submission", target_id=ref.submission_id, version=row["version"],
-                        payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"]},
+                        payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"],
+                                 "exam_id": inputs.submission["exam_id"]},
                         trace_id=ref.trace_id or None,
                     )
         except grading_store.SubmissionNotFoundError as exc:
@@ -121,6 +122,7 @@ class GradingActivities:
                     conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_GRADED,
                     target_type="submission", target_id=inp.submission_id, version=row["version"],
                     payload={"status": status, "total": inp.total, "max_total": inp.max_total,
+                             "exam_id": row["exam_id"],
                              "flagged": inp.flagged},
                     trace_id=inp.trace_id or None,
                 )
@@ -161,6 +163,7 @@ class GradingActivities:
                         event_type=EventType.SUBMISSION_REVIEWED if inp.actor_id else EventType.SUBMISSION_STATUS,
                         version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
                         payload={"status": row["status"], "from": before["status"], "error": inp.error,
+                                 "exam_id": before["exam_id"],
                                  "overrides": inp.overrides or {}},
                     )
                 after = await grading_store.load_submission(conn, inp.submission_id)
@@ -195,6 +198,7 @@ class GradingActivities:
                         conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_STATUS,
                         target_type="submission", target_id=inp.submission_id, version=row["version"],
                         payload={"status": SubmissionStatus.NEEDS_INTERVENTION, "from": before["status"],
+                                 "exam_id": before["exam_id"],
                                  "error": inp.error}, trace_id=inp.trace_id or None,
                     )
                 else:

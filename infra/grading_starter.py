@@ -80,6 +80,7 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={"trace_id": trace_id, "tenant_id": tenant_id},
+            static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(TENANT_KEY, tenant_id),
                 SearchAttributePair(TRACE_KEY, trace_id),

@@ -34,14 +34,14 @@ LOAD_ANSWERS_SQL = "SELECT question_id, answer FROM answers WHERE submission_id 
 SET_STATUS_SQL = """
 UPDATE submissions SET status = %(status)s, error = COALESCE(%(error)s, error)
  WHERE id = %(id)s
-RETURNING status, version, total
+RETURNING status, version, total, exam_id::text AS exam_id
 """
 
 SET_RESULT_STATUS_SQL = """
 UPDATE submissions
    SET status = %(status)s, total = %(total)s, max_total = %(max_total)s, graded_at = now(), error = NULL
  WHERE id = %(id)s
-RETURNING status, version
+RETURNING status, version, exam_id::text AS exam_id
 """
 
 UPSERT_RESULT_SQL = """

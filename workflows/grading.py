@@ -142,6 +142,11 @@ class GradingWorkflow:
             self._percentage = max(0.0, min(100.0, percentage))
         self._details.update(details)
         self._updated_at = workflow.now().isoformat()
+        # Shown as "Current details" in the Temporal Web UI, beside the get_progress query.
+        workflow.set_current_details(
+            f"**{self._stage}** · {self._percentage:.0f}% · "
+            f"{self._details.get('questions_done', 0)}/{self._details.get('questions_total', 0)} questions graded"
+        )
 
     @workflow.run
     async def run(self, inp: GradingInput) -> GradingOutput:

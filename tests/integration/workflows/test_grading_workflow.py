@@ -56,10 +56,11 @@ async def test_grading_completes_persists_caches_and_emits_outbox(temporal_clien
     results = await fetch_all(pools, tenant_id, "SELECT question_id, score FROM grading_results "
                               "WHERE submission_id=%s ORDER BY question_id", (s.submission_id,))
     assert [(r["question_id"], float(r["score"])) for r in results] == [("q1", 2.0), ("q2", 0.0)]
-    events = await fetch_all(pools, tenant_id, "SELECT event_type, trace_id FROM event_outbox "
+    events = await fetch_all(pools, tenant_id, "SELECT event_type, trace_id, payload FROM event_outbox "
                              "WHERE target_id=%s ORDER BY id", (s.submission_id,))
     assert [e["event_type"] for e in events] == ["submission.status_changed", "submission.graded"]
     assert all(e["trace_id"] == s.trace_id for e in events)
+    assert all(e["payload"]["exam_id"] == s.exam_id for e in events)  # exam feeds can follow them
     cached = json.loads(await pools.redis.get(keys.submission_key(tenant_id, s.submission_id)))
     assert cached["status"] == "completed" and cached["total"] == 2.0 and len(cached["results"]) == 2
     assert view.stage == "completed" and view.percentage == 100 and view.updated_at
@@ -68,6 +69,11 @@ async def test_grading_completes_persists_caches_and_emits_outbox(temporal_clien
     desc = await handle.describe()
     assert (await desc.memo_value("trace_id")) == s.trace_id
     assert desc.typed_search_attributes is not None
+    # What an operator sees in the Web UI: the summary and the current details.
+    assert s.submission_id in (await desc.static_summary() or "")
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue):
+        metadata = await handle.query("__temporal_workflow_metadata")
+    assert "**completed** · 100% · 2/2 questions graded" in str(metadata)
 
 
 async def test_flagged_submission_waits_for_review_then_applies_overrides(
