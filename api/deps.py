@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -16,6 +16,9 @@ from starlette.requests import HTTPConnection
 from api.auth import PrincipalDep
 from infra.pools import PoolManager
 from infra.settings import Settings
+
+if TYPE_CHECKING:  # temporalio is imported lazily at run time
+    from temporalio.client import Client
 
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -30,7 +33,7 @@ def get_pools(conn: HTTPConnection) -> PoolManager:
     return conn.app.state.pools
 
 
-def get_temporal(conn: HTTPConnection) -> Any:
+def get_temporal(conn: HTTPConnection) -> Client | None:
     """The app's Temporal client (``None`` when it could not connect at start-up)."""
     return conn.app.state.temporal
 

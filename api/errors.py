@@ -8,6 +8,7 @@ request body (``answers.q1``, ``questions[0].rubric.criteria``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -65,7 +66,7 @@ def problem_body(status: int, detail: str, *, instance: str, type_: str | None =
 
 def problem_response(request: Request, status: int, detail: str, *, type_: str | None = None,
                      errors: list[dict[str, str]] | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
+                     headers: Mapping[str, str] | None = None) -> JSONResponse:
     """Build a problem response for ``request``."""
     return JSONResponse(problem_body(status, detail, instance=request.url.path, type_=type_, errors=errors),
                         status_code=status, media_type=PROBLEM_JSON, headers=headers)

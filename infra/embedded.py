@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 PG_SUPERUSER = "postgres"
 PG_SUPERUSER_PASSWORD = "postgres"  # local-only embedded server bound to 127.0.0.1
@@ -97,7 +98,13 @@ def die_with_parent() -> None:
         pass
 
 
-def _as_user(user: str | None) -> dict[str, object]:
+class _UserKwargs(TypedDict, total=False):
+    user: str
+    group: str
+    extra_groups: list[str]
+
+
+def _as_user(user: str | None) -> _UserKwargs:
     """Popen arguments that drop to ``user`` (its group too: root's group would keep access denied)."""
     if user is None:
         return {}

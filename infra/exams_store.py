@@ -126,7 +126,10 @@ async def create_exam(pools: PoolManager, cache: Cache, tenant_id: str, *, title
     async with pools.transaction(tenant_id) as conn:
         await ensure_tenant(conn, tenant_id)
         cur = await conn.execute(INSERT_EXAM_SQL, (exam_id, tenant_id, title))
-        created = (await cur.fetchone())["created_at"]
+        row = await cur.fetchone()
+        if row is None:  # INSERT ... RETURNING always yields the new row
+            raise RuntimeError(f"inserting exam {exam_id} returned no row")
+        created = row["created_at"]
         async with conn.cursor() as cur:
             await cur.executemany(INSERT_QUESTION_SQL, [
                 {"exam_id": exam_id, "question_id": s.question.id, "tenant_id": tenant_id, "position": i,
@@ -223,7 +226,10 @@ async def update_rubric(pools: PoolManager, cache: Cache, tenant_id: str, exam_i
         except ValueError as exc:
             raise QuestionRubricError(_first_error(exc)) from None
         cur = await conn.execute(BUMP_VERSION_SQL, (eid, question_id))
-        version = (await cur.fetchone())["current_version"]
+        bumped = await cur.fetchone()
+        if bumped is None:  # the question row is locked above, so the UPDATE matches it
+            raise RuntimeError(f"question {question_id} of exam {eid} vanished while locked")
+        version = bumped["current_version"]
         stored = StoredQuestion(question, version, rubric_hash(question))
         await conn.execute(INSERT_RUBRIC_SQL, _rubric_row(eid, tenant_id, stored))
         await conn.execute(TOUCH_EXAM_SQL, (eid,))

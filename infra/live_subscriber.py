@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import redis.asyncio as aioredis
 
@@ -130,7 +130,7 @@ class LiveSubscriber:
             except Exception as err:  # noqa: BLE001 - closing a broken connection
                 logger.debug("pubsub close failed: %s", err)
 
-    def _take(self, event: dict[str, Any] | None) -> bool:
+    def _take(self, event: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
         """Whether to deliver ``event``; advances the last delivered stream id."""
         if event is None or not self._accept(event):
             return False
@@ -149,7 +149,12 @@ class LiveSubscriber:
         cursor = self._start
         stream = events_stream(self._tenant_id)
         while True:
-            entries = await self._redis.xrange(stream, min=f"({cursor}", max="+", count=REPLAY_BATCH)
+            # The pool decodes responses (``decode_responses=True``), so ids and fields are str; redis-py
+            # types the reply as optional and bytes-or-str, which this client never gets.
+            entries = cast(
+                "list[tuple[str, dict[str, str]]]",
+                await self._redis.xrange(stream, min=f"({cursor}", max="+", count=REPLAY_BATCH) or [],
+            )
             for entry_id, fields in entries:
                 event = normalise_event(fields.get("event"), stream_id=entry_id)
                 if self._take(event):

@@ -52,7 +52,8 @@ class PoolManager:
                  acquire_timeout: float = 5.0, redis_max_connections: int = 50,
                  name: str = "gradeflow") -> None:
         self.acquire_timeout = acquire_timeout
-        self._pool = AsyncConnectionPool(
+        # Rows come back as dicts (``row_factory`` below); the annotation tells the type checker so.
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
             database_url, min_size=min_size, max_size=max_size, timeout=acquire_timeout, open=False,
             name=name, kwargs={"application_name": name, "row_factory": dict_row},
         )
@@ -78,7 +79,7 @@ class PoolManager:
         )
 
     @property
-    def pool(self) -> AsyncConnectionPool:
+    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]:
         """The underlying psycopg pool (for stats and tests)."""
         return self._pool
 

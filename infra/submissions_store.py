@@ -127,6 +127,8 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
         if await cur.fetchone() is None:
             cur = await conn.execute(SELECT_BY_EXTERNAL_SQL, (eid, student_id, external_id))
             old = await cur.fetchone()
+            if old is None:  # the INSERT conflicted, so the submission with this external id exists
+                raise RuntimeError(f"submission {external_id!r} conflicted on insert but was not found")
             return CreatedSubmission(str(old["id"]), old["workflow_id"], old["trace_id"], old["status"], False)
         async with conn.cursor() as cur:
             await cur.executemany(INSERT_ANSWER_SQL, [

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolsDep, TemporalDep
 from api.schemas import HealthOut, ReadyOut
+
+if TYPE_CHECKING:  # temporalio is imported lazily at run time
+    from temporalio.client import Client
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
@@ -20,7 +24,7 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-async def _temporal_check(temporal: object) -> str:
+async def _temporal_check(temporal: Client | None) -> str:
     if temporal is None:
         return "error: not connected"
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -15,6 +15,9 @@ from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
 from infra import submissions_store
 from infra.tracing import current_trace_id
 
+if TYPE_CHECKING:  # temporalio is imported lazily at run time
+    from temporalio.client import Client
+
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
@@ -23,7 +26,7 @@ START_TIMEOUT_SECONDS = 5.0
 """Longest the API waits for Temporal to accept the workflow start before leaving it to the reconciler."""
 
 
-async def _start(temporal: object, settings: object, created: submissions_store.CreatedSubmission,
+async def _start(temporal: Client | None, settings: object, created: submissions_store.CreatedSubmission,
                  tenant: str, exam_id: str, options: dict[str, Any]) -> None:
     """Start the grading workflow; on any failure log it and rely on the outbox reconciler."""
     if temporal is None:

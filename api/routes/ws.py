@@ -56,9 +56,10 @@ async def _feed(websocket: WebSocket, tenant: str, accept: Callable[[dict[str, A
                 last_event_id: str | None) -> None:
     """Subscribe, send the snapshot, replay, then relay live events until the client leaves."""
     pools = websocket.app.state.pools
-    subscriber: LiveSubscriber | None = LiveSubscriber(pools.redis, tenant, accept, last_event_id=last_event_id)
+    live = LiveSubscriber(pools.redis, tenant, accept, last_event_id=last_event_id)
+    subscriber: LiveSubscriber | None = live
     try:
-        await subscriber.__aenter__()
+        await live.__aenter__()
     except (RedisError, OSError) as exc:
         logger.warning("live feed without redis: %s", exc)
         subscriber = None
