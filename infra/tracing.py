@@ -57,8 +57,9 @@ INSERT INTO trace_spans (span_id, trace_id, parent_span_id, tenant_id, name, ser
                          duration_ms, status, attributes)
 VALUES (%(span_id)s, %(trace_id)s, %(parent_span_id)s, %(tenant_id)s, %(name)s, %(service)s,
         %(started_at)s, %(duration_ms)s, %(status)s, %(attributes)s)
-ON CONFLICT (trace_id, span_id) DO NOTHING
 """
+# No ON CONFLICT: it needs the row to be visible to the writer, and RLS hides system spans (no tenant)
+# from the application role. Span ids are random 64-bit values and each batch is exported once.
 SET_TENANT_SQL = "SELECT set_config('app.current_tenant', %s, true)"
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
