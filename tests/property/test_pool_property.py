@@ -1,4 +1,5 @@
-"""Property 15: connections always return to the pool; its size stays within bounds."""
+"""Property 15: connections always return to the pool; its size stays within bounds; an acquire
+timeout is a clear error."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import contextlib
 
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.pools import PoolManager
+from infra.pools import PoolManager, PoolTimeoutError
 
 MIN_SIZE, MAX_SIZE = 1, 4
 
@@ -82,5 +83,46 @@ async def test_property15_connections_return_and_size_in_bounds(services, tenant
         async with pools.connection() as conn:
             cur = await conn.execute("SELECT coalesce(current_setting('app.current_tenant', true), '') AS t")
             assert (await cur.fetchone())["t"] == ""
+    finally:
+        await pools.close()
+
+
+@settings(max_examples=5)
+@given(max_size=st.integers(1, 3), acquire_timeout=st.floats(0.1, 0.4), via=st.sampled_from(["tx", "conn"]))
+async def test_property15_acquire_timeout_is_a_clear_error_and_the_pool_recovers(
+        services, tenant_id: str, max_size: int, acquire_timeout: float, via: str) -> None:
+    pools = PoolManager(services.app_url, None, min_size=1, max_size=max_size, acquire_timeout=acquire_timeout)
+    await pools.open()
+    try:
+        held = asyncio.Semaphore(0)
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with pools.transaction(tenant_id) as conn:
+                await conn.execute("SELECT 1")
+                held.release()
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(max_size)]
+        for _ in range(max_size):  # every connection of the pool is now taken
+            await asyncio.wait_for(held.acquire(), 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PoolTimeoutError, match=f"no database connection free within {acquire_timeout:g}s"):
+            if via == "tx":
+                async with pools.transaction(tenant_id):
+                    pass
+            else:
+                async with pools.connection():
+                    pass
+        elapsed = loop.time() - started
+        assert acquire_timeout * 0.8 <= elapsed < acquire_timeout + 1.5, elapsed
+        assert MIN_SIZE <= pools.stats()["pool_size"] <= max_size
+        release.set()
+        await asyncio.gather(*holders)
+        stats = await _settled(pools)
+        assert stats.get("pool_available", 0) == stats["pool_size"] <= max_size, stats
+        async with pools.transaction(tenant_id) as conn:  # usable again
+            await conn.execute("SELECT 1")
     finally:
         await pools.close()

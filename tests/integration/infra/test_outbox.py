@@ -10,8 +10,9 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.keys import events_channel, events_stream
@@ -86,6 +87,92 @@ async def test_envelope_roundtrip_through_the_database(pools: PoolManager, tenan
         await conn.execute("DELETE FROM event_outbox WHERE event_id = %s", (env.event_id,))
     assert stored == env
     assert EventEnvelope.from_json(env.to_json()) == env
+
+
+# One business transaction: (aggregate, events it writes, outcome). Rolled back by a Python error
+# in the business code or by a real PostgreSQL error (NOT NULL violation) after the events.
+transactions = st.lists(st.tuples(st.integers(0, 2), st.integers(1, 3),
+                                  st.sampled_from(["commit", "commit", "raise", "db_error"])),
+                        min_size=1, max_size=8)
+
+
+@settings(max_examples=10)
+@given(txns=transactions, flaky=st.sets(st.integers(0, 23), max_size=4), relays=st.integers(1, 2),
+       batch_size=st.integers(1, 10))
+async def test_property24_committed_changes_reach_consumers_at_least_once_and_apply_once(
+        pools: PoolManager, txns: list[tuple[int, int, str]], flaky: set[int], relays: int, batch_size: int) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:12]}"  # each example on its own tenant, stream and outbox rows
+    aggregates = [str(uuid.uuid4()) for _ in range(3)]
+    titles: dict[str, str] = {}  # committed title per aggregate
+    committed: list[EventEnvelope] = []
+    rolled_back: list[EventEnvelope] = []
+    for t, (agg, n_events, outcome) in enumerate(txns):
+        exam_id, envs = aggregates[agg], []
+        try:
+            async with pools.transaction(tenant) as conn:
+                if exam_id not in titles:
+                    await conn.execute(INSERT_TENANT_SQL, (tenant,))
+                    await conn.execute(INSERT_EXAM_SQL, (exam_id, tenant, f"v{t}"))
+                else:
+                    await conn.execute(UPDATE_EXAM_SQL, (f"v{t}", exam_id))
+                for j in range(n_events):
+                    envs.append(await add_event(conn, tenant_id=tenant, event_type="test.exam_changed",
+                                                target_type="exam", target_id=exam_id,
+                                                payload={"seq": t, "n": j}, version=t + 1))
+                if outcome == "raise":
+                    raise RuntimeError("business rule failed")
+                if outcome == "db_error":
+                    await conn.execute(UPDATE_EXAM_SQL, (None, exam_id))
+        except (RuntimeError, psycopg.errors.NotNullViolation):
+            rolled_back.extend(envs)
+            continue
+        committed.extend(envs)
+        titles[exam_id] = f"v{t}"
+
+    # Consumers' first delivery of some committed events fails: the relay delivers them again.
+    flaky_ids = {committed[i].event_id for i in flaky if i < len(committed)}
+    handled: dict[str, int] = defaultdict(int)
+
+    async def handler(env: EventEnvelope) -> None:
+        handled[env.event_id] += 1
+        if env.event_id in flaky_ids and handled[env.event_id] == 1:
+            raise ConnectionError("consumer briefly unavailable")
+
+    workers = [OutboxRelay(pools, batch_size=batch_size, max_attempts=5, backoff_base=0.01, name=f"p24-{i}",
+                           handlers={"test.exam_changed": handler}) for i in range(relays)]
+    async with asyncio.timeout(20):
+        while True:
+            await asyncio.gather(*(w.run_once() for w in workers))
+            rows = await _statuses(pools, tenant)
+            if all(r["status"] != "pending" for r in rows.values()):
+                break
+            await asyncio.sleep(0.01)
+
+    committed_ids = {e.event_id for e in committed}
+    assert set(rows) == committed_ids  # rolled-back events never reached the outbox
+    assert all(r["status"] == "published" for r in rows.values()), rows
+    entries = await _stream(pools, tenant)
+    delivered = [fields["event_id"] for _, fields in entries]
+    assert set(delivered) == committed_ids  # every committed change at least once, nothing else
+    assert not {e.event_id for e in rolled_back} & set(delivered)
+    assert all(delivered.count(e) == 2 for e in flaky_ids)  # redelivered after the failure
+    assert set(handled) == committed_ids
+
+    # A consumer applies each delivery under (event_id, consumer) dedupe: once per event, in order.
+    projection: dict[str, str] = {}
+    applied: list[str] = []
+    for _, fields in entries:
+        env = EventEnvelope.from_json(fields["event"])
+        async with pools.transaction(tenant) as conn:
+            if await mark_consumed(conn, env.event_id, "projector", tenant):
+                applied.append(env.event_id)
+                projection[env.target_id] = f"v{env.payload['seq']}"
+    assert sorted(applied) == sorted(committed_ids)
+    assert projection == titles  # the consumer's view equals the committed database state
+    async with pools.transaction(tenant) as conn:
+        db = {r["id"]: r["title"] for r in await (await conn.execute("SELECT id::text AS id, title FROM exams"))
+              .fetchall()}
+    assert db == titles
 
 
 async def test_mark_consumed_is_true_once_per_consumer(pools: PoolManager, tenant_id: str) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
@@ -18,6 +19,7 @@ from temporalio.worker import Interceptor, Worker
 from activities.agent import AgentActivities, GradeHook
 from activities.grading import GradingActivities
 from agents.checkpointer import open_saver
+from agents.graders import grade_with_rubric
 from agents.rubric import Question, rubric_hash
 from infra.settings import Settings
 from worker import workflow_runner
@@ -58,6 +60,29 @@ def text(qid: str) -> Question:
             {"id": "output", "description": "output", "points": 2, "keywords": ["glucose"]},
         ],
     })
+
+
+@st.composite
+def exams(draw, min_questions: int = 1, max_questions: int = 4) -> tuple[list[Question], dict[str, Any]]:
+    """A generated exam of choice/numeric questions and a submission's answers (some unanswered)."""
+    n = draw(st.integers(min_questions, max_questions))
+    questions, answers = [], {}
+    for i in range(n):
+        qid = f"q{i}"
+        if draw(st.booleans()):
+            questions.append(choice(qid, draw(st.sampled_from("abc"))))
+            answer = draw(st.none() | st.sampled_from("abc"))
+        else:
+            questions.append(numeric(qid, draw(st.integers(-5, 5))))
+            answer = draw(st.none() | st.integers(-5, 5))
+        if answer is not None:
+            answers[qid] = answer
+    return questions, answers
+
+
+def expected_total(questions: Sequence[Question], answers: dict[str, Any]) -> float:
+    """What an undisturbed grading awards: the rubric engines applied to each answer."""
+    return sum(grade_with_rubric(q, answers.get(q.id)).score for q in questions)
 
 
 @dataclass

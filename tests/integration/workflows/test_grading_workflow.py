@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from temporalio.client import WorkflowUpdateFailedError
 
 from infra import keys
@@ -15,6 +18,8 @@ from infra.constants import QUERY_PROGRESS, SIGNAL_EXTERNAL_EVENT, UPDATE_REVIEW
 from infra.grading_starter import start_grading
 from tests.integration.workflows.harness import (
     choice,
+    exams,
+    expected_total,
     fetch_all,
     grader_calls,
     grading_workers,
@@ -131,25 +136,40 @@ async def test_review_deadline_leaves_submission_in_needs_review(temporal_client
     assert (await submission(pools, s))["status"] == "needs_review"
 
 
+@settings(max_examples=3)
+@given(exam=exams(min_questions=3, max_questions=5), grade_s=st.floats(0.3, 0.45),
+       moments=st.lists(st.floats(0.01, 0.25), min_size=1, max_size=40))
 async def test_property20_running_workflow_query_reports_stage_percentage_time(
-        temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
-    s = await seed(pools, tenant_id, [choice(f"q{i}") for i in range(4)], {f"q{i}": "a" for i in range(4)})
+        temporal_client, pools, saver, gf_settings, task_queue, tenant_id, exam, grade_s, moments):
+    questions, answers = exam
+    s = await seed(pools, tenant_id, questions, answers)
     seen: list[ProgressView] = []
 
     async def slow(call) -> None:
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(grade_s)
 
     async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue, grade_hook=slow) as cog:
         handle = await temporal_client.start_workflow(
             "GradingWorkflow", s.grading_input(cog, agent_max_concurrency=1), id=f"grade-{s.submission_id}",
             task_queue=task_queue, result_type=GradingOutput)
+        # Query at the generated moments (cycled) until the workflow has completed.
+        i = 0
         while not (seen and seen[-1].stage == "completed"):
             seen.append(await handle.query(QUERY_PROGRESS, result_type=ProgressView))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(moments[i % len(moments)])
+            i += 1
+        out = await handle.result()
+    assert out.status == "completed" and out.total == expected_total(questions, answers)
     running = [v for v in seen if v.stage == "grading"]
     assert running, "never observed the grading stage"
     for v in seen:
         assert v.stage and 0 <= v.percentage <= 100 and v.updated_at
+        datetime.fromisoformat(v.updated_at)  # an ISO 8601 time
+    for v in running:
+        assert 0 <= v.details["questions_done"] <= v.details["questions_total"] == len(questions)
     percentages = [v.percentage for v in seen]
     assert percentages == sorted(percentages)  # progress never goes backwards
+    times = [datetime.fromisoformat(v.updated_at) for v in seen]
+    assert times == sorted(times)  # nor does its update time
     assert len({v.details["questions_done"] for v in running}) >= 2  # progress moved while running
+    assert seen[-1].percentage == 100 and seen[-1].details["questions_done"] == len(questions)
