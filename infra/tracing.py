@@ -207,7 +207,12 @@ class PostgresSpanExporter(SpanExporter):
             if time.monotonic() < self._down_until:
                 return SpanExportResult.FAILURE
             try:
-                self._write(by_tenant)
+                try:
+                    self._write(by_tenant)
+                except psycopg.OperationalError:
+                    # The kept connection may have gone stale (server restart, idle kill): one fresh try.
+                    self._close()
+                    self._write(by_tenant)
             except Exception as exc:  # noqa: BLE001 - tracing must never take the process down
                 self._close()
                 self._down_until = time.monotonic() + self._retry_after
@@ -223,10 +228,22 @@ class PostgresSpanExporter(SpanExporter):
                                          options="-c statement_timeout=5000")
         conn = self._conn
         for tenant, rows in by_tenant.items():
-            with conn.transaction(), conn.cursor() as cur:
-                if tenant:
-                    cur.execute(SET_TENANT_SQL, (tenant,))
-                cur.executemany(INSERT_SPAN_SQL, rows)
+            try:
+                self._insert(conn, tenant, rows)
+            except psycopg.IntegrityError:
+                # A span stored before (e.g. re-exported): keep the others, one row at a time.
+                for row in rows:
+                    try:
+                        self._insert(conn, tenant, [row])
+                    except psycopg.IntegrityError as exc:
+                        logger.debug("span %s not stored: %s", row["span_id"], exc)
+
+    @staticmethod
+    def _insert(conn: psycopg.Connection[Any], tenant: str | None, rows: list[dict[str, Any]]) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            if tenant:
+                cur.execute(SET_TENANT_SQL, (tenant,))
+            cur.executemany(INSERT_SPAN_SQL, rows)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -228,3 +228,30 @@ def test_trace_context_only_adds_a_parent_when_needed(provider):
     for bad in ("", "xyz", "0" * 32, None):
         with trace_context(bad):
             assert current_trace_id() is None
+
+
+async def test_exporter_survives_a_stale_connection_and_repeated_spans(pg_url, pg_admin_url):
+    """A killed backend (server restart, idle kill) or an already stored span loses no other span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from infra.tracing import PostgresSpanExporter
+
+    exporter = PostgresSpanExporter(pg_url)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("first") as first:
+        pass
+    trace_id = format(first.get_span_context().trace_id, "032x")
+    async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'gradeflow-spans' AND pid <> pg_backend_pid()")
+    from opentelemetry import trace as otel_trace
+
+    with tracer.start_as_current_span("second", context=otel_trace.set_span_in_context(first)):
+        pass
+    assert exporter.export([first]).name == "SUCCESS"  # stored already: skipped, not a failure
+    names = sorted(s["name"] for s in await spans_of(pg_admin_url, trace_id))
+    assert names == ["first", "second"]
+    provider.shutdown()
