@@ -1,21 +1,29 @@
 """Maintenance activities: periodic clean-up that crosses tenants through narrow SQL functions.
 
 The application role is bound by row-level security, so cross-tenant deletes go through the
-``SECURITY DEFINER`` functions of ``migrations/0003`` rather than a privileged role.
+``SECURITY DEFINER`` functions of ``migrations/0003`` and ``0005`` rather than a privileged role.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from temporalio import activity
 
 from infra.pools import PoolManager
+from infra.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 PURGE_IDEMPOTENCY_SQL = "SELECT purge_expired_idempotency_keys() AS deleted"
+PURGE_SPANS_SQL = "SELECT purge_old_trace_spans(%s) AS deleted"
+SPAN_PURGE_CHUNK = 10_000
+"""Rows ``purge_old_trace_spans`` deletes at most per call (its ``LIMIT`` in ``migrations/0005``)."""
+SPAN_PURGE_BUDGET_SECONDS = 60.0
+"""Time after which a run stops purging spans (well inside the activity's 2-minute timeout); the
+next scheduled run carries on where it stopped."""
 
 
 @dataclass
@@ -24,6 +32,8 @@ class PurgeKeysInput:
 
     reason: str = "schedule"
     """Why the purge runs (logged)."""
+    trace_retention_hours: float | None = None
+    """Trace spans older than this are deleted. ``None``: ``Settings.trace_retention_hours``."""
 
 
 @dataclass
@@ -32,6 +42,8 @@ class PurgeKeysOutput:
 
     deleted: int = 0
     """Expired idempotency keys removed."""
+    spans_deleted: int = 0
+    """Trace spans older than the retention removed."""
 
 
 class MaintenanceActivities:
@@ -47,10 +59,32 @@ class MaintenanceActivities:
 
     @activity.defn
     async def purge_expired_idempotency_keys(self, inp: PurgeKeysInput) -> PurgeKeysOutput:
-        """Delete idempotency keys past their expiry, for every tenant."""
+        """Delete idempotency keys past their expiry and trace spans past the retention, for every tenant.
+
+        Spans go in chunks of :data:`SPAN_PURGE_CHUNK`, one short transaction each, until a chunk
+        comes back short or :data:`SPAN_PURGE_BUDGET_SECONDS` have passed.
+        """
         async with self.pools.connection() as conn, conn.transaction():
             cur = await conn.execute(PURGE_IDEMPOTENCY_SQL)
             row = await cur.fetchone()
         deleted = int(row["deleted"] if row else 0)
         logger.info("purged %d expired idempotency keys (%s)", deleted, inp.reason)
-        return PurgeKeysOutput(deleted=deleted)
+        retention = inp.trace_retention_hours
+        if retention is None:
+            retention = get_settings().trace_retention_hours
+        spans_deleted = 0
+        deadline = time.monotonic() + SPAN_PURGE_BUDGET_SECONDS
+        while True:
+            async with self.pools.connection() as conn, conn.transaction():
+                cur = await conn.execute(PURGE_SPANS_SQL, (retention,))
+                row = await cur.fetchone()
+            chunk = int(row["deleted"] if row else 0)
+            spans_deleted += chunk
+            if chunk < SPAN_PURGE_CHUNK:
+                break
+            activity.heartbeat(spans_deleted)
+            if time.monotonic() >= deadline:
+                logger.info("span purge stopped after %.0f s; the next run continues", SPAN_PURGE_BUDGET_SECONDS)
+                break
+        logger.info("purged %d trace spans older than %g h (%s)", spans_deleted, retention, inp.reason)
+        return PurgeKeysOutput(deleted=deleted, spans_deleted=spans_deleted)

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     """Age after which an in-flight idempotency key is presumed abandoned and may be taken over."""
     idempotency_purge_interval_minutes: float = Field(default=60.0, gt=0)
     """Interval of the Temporal Schedule that purges expired idempotency keys."""
+    trace_retention_hours: float = Field(default=72.0, gt=0)
+    """Age after which stored trace spans (every tenant's and system spans) are deleted by that purge."""
     rate_limit_submit: str = "60/minute"
     """Token bucket per tenant for POST/PUT/PATCH/DELETE (``limits`` notation: N/second|minute|hour)."""
     rate_limit_read: str = "600/minute"

@@ -1,4 +1,4 @@
-"""``IdempotencyPurgeWorkflow``: delete expired idempotency keys (run hourly by a Schedule).
+"""``IdempotencyPurgeWorkflow``: delete expired idempotency keys and old trace spans (run hourly by a Schedule).
 
 The schedule itself is created by :func:`infra.schedules.ensure_purge_schedule`.
 """
@@ -30,6 +30,8 @@ class PurgeOutput:
 
     deleted: int = 0
     """Expired keys removed."""
+    spans_deleted: int = 0
+    """Trace spans older than ``Settings.trace_retention_hours`` removed."""
 
 
 @workflow.defn(name=IDEMPOTENCY_PURGE_WORKFLOW)
@@ -38,10 +40,10 @@ class IdempotencyPurgeWorkflow:
 
     @workflow.run
     async def run(self, inp: PurgeInput) -> PurgeOutput:
-        """Purge expired keys and report how many went."""
+        """Purge expired keys and old trace spans and report how many went."""
         result = await workflow.execute_activity_method(
             MaintenanceActivities.purge_expired_idempotency_keys, PurgeKeysInput(reason=inp.reason),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
         )
-        return PurgeOutput(deleted=result.deleted)
+        return PurgeOutput(deleted=result.deleted, spans_deleted=result.spans_deleted)
