@@ -142,7 +142,7 @@ class GradingActivities:
 
     @activity.defn
     async def set_status(self, inp: StatusInput) -> StatusOutput:
-        """Move a submission to ``inp.status``, applying reviewer overrides in the same transaction.
+        """Move a submission to ``inp.status``, applying reviewer scores and feedback in one transaction.
 
         Raises:
             ApplicationError: ``InvalidTransition`` / ``SubmissionNotFound`` / ``InvalidOverride``
@@ -153,18 +153,21 @@ class GradingActivities:
             async with self.pools.transaction(inp.tenant_id) as conn:
                 before = await grading_store.load_submission(conn, inp.submission_id)
                 total = None
-                if inp.overrides:
-                    total = await grading_store.apply_overrides(conn, inp.submission_id, inp.overrides)
+                if inp.overrides or inp.feedback:
+                    total = await grading_store.apply_overrides(conn, inp.submission_id, inp.overrides or {},
+                                                                feedback=inp.feedback)
                 row = await grading_store.set_status(conn, inp.submission_id, inp.status, error=inp.error)
                 changed = before["status"] != row["status"]
-                if changed or inp.overrides:
+                if changed or inp.overrides or inp.feedback:
+                    payload: dict[str, Any] = {"status": row["status"], "from": before["status"], "error": inp.error,
+                               "exam_id": before["exam_id"], "overrides": inp.overrides or {}}
+                    if inp.feedback:
+                        payload["feedback"] = inp.feedback
                     await add_event(
                         conn, tenant_id=inp.tenant_id, target_type="submission", target_id=inp.submission_id,
                         event_type=EventType.SUBMISSION_REVIEWED if inp.actor_id else EventType.SUBMISSION_STATUS,
                         version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
-                        payload={"status": row["status"], "from": before["status"], "error": inp.error,
-                                 "exam_id": before["exam_id"],
-                                 "overrides": inp.overrides or {}},
+                        payload=payload,
                     )
                 after = await grading_store.load_submission(conn, inp.submission_id)
         except grading_store.SubmissionNotFoundError as exc:

@@ -147,6 +147,9 @@ class StatusInput:
     """Reviewer score overrides, question_id -> score (applied with the status change)."""
     trace_id: str = ""
     """Trace id, recorded on the outbox event."""
+    feedback: dict[str, str] | None = None
+    """Reviewer feedback overrides, question_id -> text (applied with the scores; the score is kept for a
+    question that appears here only)."""
 
 
 @dataclass

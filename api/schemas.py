@@ -165,7 +165,7 @@ class ScoreOverride(BaseModel):
     score: float = Field(ge=0, allow_inf_nan=False)
     """New score, between 0 and the question's max_points."""
     feedback: str | None = Field(default=None, max_length=10_000)
-    """New feedback (completed submissions only); omitted keeps the grader's."""
+    """New feedback; omitted keeps the grader's."""
 
     _feedback_no_nul = field_validator("feedback")(_no_nul)
 

@@ -62,6 +62,12 @@ UPDATE grading_results SET score = %(score)s, overridden = true, flagged = false
 RETURNING question_id
 """
 
+OVERRIDE_FEEDBACK_SQL = """
+UPDATE grading_results SET feedback = %(feedback)s, overridden = true, flagged = false, updated_at = now()
+ WHERE submission_id = %(submission_id)s AND question_id = %(question_id)s
+RETURNING question_id
+"""
+
 RECOMPUTE_TOTAL_SQL = """
 UPDATE submissions
    SET total = (SELECT COALESCE(sum(score), 0) FROM grading_results WHERE submission_id = %(id)s)
@@ -223,9 +229,15 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
     return dict(row)
 
 
-async def apply_overrides(conn: Conn, submission_id: str,
-                          overrides: dict[str, float]) -> float | None:
-    """Replace scores of the given questions (marked overridden) and recompute the total.
+async def apply_overrides(conn: Conn, submission_id: str, overrides: dict[str, float],
+                          feedback: dict[str, str] | None = None) -> float | None:
+    """Replace scores and feedback of the given questions (marked overridden) and recompute the total.
+
+    Args:
+        conn: connection inside the caller's transaction.
+        submission_id: submission whose results change.
+        overrides: question_id -> new score.
+        feedback: question_id -> new feedback text; a question may appear here only (its score is kept).
 
     Returns:
         The new submission total.
@@ -238,6 +250,12 @@ async def apply_overrides(conn: Conn, submission_id: str,
     for question_id, score in overrides.items():
         cur = await conn.execute(OVERRIDE_SCORE_SQL, {
             "submission_id": submission_id, "question_id": question_id, "score": score,
+        })
+        if await cur.fetchone() is None:
+            raise KeyError(f"no grading result for question {question_id!r}")
+    for question_id, text in (feedback or {}).items():
+        cur = await conn.execute(OVERRIDE_FEEDBACK_SQL, {
+            "submission_id": submission_id, "question_id": question_id, "feedback": text,
         })
         if await cur.fetchone() is None:
             raise KeyError(f"no grading result for question {question_id!r}")

@@ -90,6 +90,8 @@ class ReviewInput:
     """question_id -> score replacing the agent's."""
     approve: bool = True
     """``False`` rejects the grading (status ``failed``)."""
+    feedback: dict[str, str] | None = None
+    """question_id -> feedback replacing the agent's (a question may appear here only: its score is kept)."""
 
 
 @dataclass
@@ -201,7 +203,7 @@ class GradingWorkflow:
         out = await workflow.execute_activity_method(
             GradingActivities.set_status,
             StatusInput(inp.submission_id, inp.tenant_id, target, actor_id=review.reviewer,
-                        overrides=review.overrides,
+                        overrides=review.overrides, feedback=review.feedback,
                         error=None if review.approve else f"rejected by reviewer {review.reviewer}",
                         trace_id=inp.trace_id),
             start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)

@@ -1,7 +1,8 @@
 """Review of a graded submission: ``POST /v1/submissions/{id}/review`` (roles reviewer or admin).
 
 - ``needs_review`` (its workflow waits for a reviewer): the decision goes to the workflow as the
-  Temporal update ``submit_review``; the workflow applies the scores and sets the final status.
+  Temporal update ``submit_review``; the workflow applies the scores and feedback and sets the final
+  status.
 - ``completed``: a post-hoc override runs the review saga (:mod:`infra.review_saga`): DB update with
   audit and outbox event, cache invalidation, live notification, each compensated on failure.
 - any other status: 409. Overrides are checked first against the stored results: an unknown question
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Annotated, Any
 
@@ -32,6 +34,8 @@ router = APIRouter(prefix="/v1/submissions", tags=["review"])
 ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]
 UPDATE_TIMEOUT_SECONDS = 10.0
 """Longest the API waits for the workflow to accept the review update."""
+MAX_WORKFLOW_FEEDBACK_BYTES = 256 * 1024
+"""Largest JSON-encoded feedback sent to a workflow in one review (Temporal refuses payloads over 2 MB)."""
 APPLY_TIMEOUT_SECONDS = 20.0
 """Longest the API waits for the workflow to apply an accepted review before answering 202."""
 RETRY_AFTER = {"Retry-After": "2"}
@@ -60,19 +64,19 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_s
 
     from workflows.grading import ReviewAck, ReviewInput
 
-    with_feedback = sorted(q for q, o in body.overrides.items() if o.feedback is not None)
-    if with_feedback:
-        raise ProblemError(422, "Feedback can only be overridden once the grading is completed.",
+    feedback = {q: o.feedback for q, o in body.overrides.items() if o.feedback is not None}
+    if len(json.dumps(feedback).encode()) > MAX_WORKFLOW_FEEDBACK_BYTES:
+        raise ProblemError(422, "The review's feedback is too large to send to the grading workflow.",
                            type_="validation-error",
-                           errors=[{"field": f"overrides.{q}.feedback",
-                                    "message": "not accepted while the submission awaits review"}
-                                   for q in with_feedback])
+                           errors=[{"field": "overrides", "message": "feedback over all questions must stay "
+                                                                     f"under {MAX_WORKFLOW_FEEDBACK_BYTES} bytes"}])
     if temporal is None:
         raise ProblemError(503, "The workflow service is unavailable; retry shortly.", type_="temporal-unavailable",
                            headers=RETRY_AFTER)
     handle = temporal.get_workflow_handle(target.workflow_id)
     scores = {q: o.score for q, o in body.overrides.items()}
-    review = ReviewInput(reviewer=reviewer.sub, overrides=scores or None, approve=body.approve)
+    review = ReviewInput(reviewer=reviewer.sub, overrides=scores or None, approve=body.approve,
+                         feedback=feedback or None)
     try:
         await asyncio.wait_for(handle.execute_update(UPDATE_REVIEW, review, result_type=ReviewAck),
                                UPDATE_TIMEOUT_SECONDS)
@@ -89,8 +93,10 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_s
     await review_store.audit_review(
         pools, tenant, target.submission_id, actor_id=reviewer.sub,
         action="review_approved" if body.approve else "review_rejected", reason=body.reason,
-        before={"status": target.status, "scores": {q: float(target.results[q]["score"]) for q in scores}},
-        after={"approve": body.approve, "scores": scores, "workflow_id": target.workflow_id})
+        before={"status": target.status, "scores": {q: float(target.results[q]["score"]) for q in scores},
+                **({"feedback": {q: target.results[q]["feedback"] for q in feedback}} if feedback else {})},
+        after={"approve": body.approve, "scores": scores, "workflow_id": target.workflow_id,
+               **({"feedback": feedback} if feedback else {})})
     try:
         await asyncio.wait_for(handle.result(), APPLY_TIMEOUT_SECONDS)
     except TimeoutError:

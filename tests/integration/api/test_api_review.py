@@ -174,20 +174,44 @@ async def test_needs_review_is_decided_through_the_workflow_update(review_api, a
     flagged = (await review_api.get(f"/v1/submissions/{approved}", headers=headers)).json()
     assert flagged["status"] == "needs_review"
 
-    feedback = await review_api.post(f"/v1/submissions/{approved}/review",
-                                     json={"overrides": {"q1": {"score": 0, "feedback": "no"}}}, headers=reviewer)
-    assert feedback.status_code == 422 and feedback.json()["errors"][0]["field"] == "overrides.q1.feedback"
+    before = await _state(pg_admin_url, approved)
+    for body, field in [
+        ({"overrides": {"q1": {"score": 0, "feedback": "x" * 10_001}}}, "overrides.q1.feedback"),
+        ({"overrides": {"q9": {"score": 0, "feedback": "no such question"}}}, "overrides.q9"),
+        ({"overrides": {"q1": {"score": 9, "feedback": "too many points"}}}, "overrides.q1.score"),
+        ({"overrides": {q: {"score": 0, "feedback": "\U0001F600" * 10_000} for q in MAX_POINTS}},
+         "overrides"),  # each within its limit, together too large for a workflow payload
+    ]:
+        bad = await review_api.post(f"/v1/submissions/{approved}/review", json=body, headers=reviewer)
+        assert bad.status_code == 422, bad.text
+        assert field in [e["field"] for e in bad.json()["errors"]], bad.json()
+    assert await _state(pg_admin_url, approved) == before
+    assert (await _state(pg_admin_url, approved))["submission"][0][0] == "needs_review"
+
     resp = await review_api.post(f"/v1/submissions/{approved}/review",
-                                 json={"overrides": {"q1": {"score": 0}}, "reason": "wrong option"},
+                                 json={"overrides": {"q1": {"score": 0, "feedback": "Option b was correct."},
+                                                     "q2": {"score": 1}},
+                                       "reason": "wrong option"},
                                  headers=reviewer)
     assert resp.status_code == 200, resp.text
     view = resp.json()
-    q1 = next(r for r in view["results"] if r["question_id"] == "q1")
-    assert view["status"] == "completed" and q1["score"] == 0 and q1["overridden"]
+    results = {r["question_id"]: r for r in view["results"]}
+    old = {r["question_id"]: r for r in flagged["results"]}
+    assert view["status"] == "completed" and results["q1"]["score"] == 0 and results["q1"]["overridden"]
+    assert results["q1"]["feedback"] == "Option b was correct."
+    assert results["q2"]["score"] == 1 and results["q2"]["feedback"] == old["q2"]["feedback"]  # kept
     assert view["total"] == sum(r["score"] for r in view["results"])
+    fresh = (await review_api.get(f"/v1/submissions/{approved}", headers=headers)).json()
+    assert {r["question_id"]: r["feedback"] for r in fresh["results"]}["q1"] == "Option b was correct."
     assert (await temporal_client.get_workflow_handle(f"grade-{approved}").result())["status"] == "completed"
     state = await _state(pg_admin_url, approved)
+    async with await psycopg.AsyncConnection.connect(pg_admin_url) as conn:
+        stored = await (await conn.execute("SELECT feedback, overridden FROM grading_results "
+                                           "WHERE submission_id = %s AND question_id = 'q1'", (approved,))).fetchall()
+    assert stored == [("Option b was correct.", True)]
     assert [(r[0], r[5]) for r in state["log"]] == [("review_approved", "wrong option")]
+    assert state["log"][0][4]["feedback"] == {"q1": "Option b was correct."}
+    assert state["log"][0][3]["feedback"] == {"q1": old["q1"]["feedback"]}
     assert state["sagas"] == []  # the workflow applied it, not the saga
 
     resp = await review_api.post(f"/v1/submissions/{rejected}/review", json={"approve": False}, headers=reviewer)

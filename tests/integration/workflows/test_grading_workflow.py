@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from infra import keys
 from infra.constants import QUERY_PROGRESS, SIGNAL_EXTERNAL_EVENT, UPDATE_REVIEW
@@ -123,6 +124,57 @@ async def test_flagged_submission_waits_for_review_then_applies_overrides(
     q3 = await fetch_all(pools, tenant_id, "SELECT score, overridden FROM grading_results "
                          "WHERE submission_id=%s AND question_id='q3'", (s.submission_id,))
     assert float(q3[0]["score"]) == 4.0 and q3[0]["overridden"] is True
+
+
+async def _results(pools, tenant_id: str, s) -> dict[str, dict]:
+    rows = await fetch_all(pools, tenant_id, "SELECT question_id, score, feedback, overridden, flagged "
+                           "FROM grading_results WHERE submission_id=%s ORDER BY question_id", (s.submission_id,))
+    return {r["question_id"]: {**r, "score": float(r["score"])} for r in rows}
+
+
+async def test_review_with_feedback_only_changes_the_feedback_not_the_score(
+        temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
+            task_queue=task_queue, result_type=GradingOutput)
+        await _wait_stage(handle, "needs_review")
+        before = await _results(pools, tenant_id, s)
+        total_before = float((await submission(pools, s))["total"])
+        review = ReviewInput("rev-1", feedback={"q3": "Spelling: photosynthesis."})
+        assert (await handle.execute_update(UPDATE_REVIEW, review, result_type=ReviewAck)).accepted
+        out = await handle.result()
+    after = await _results(pools, tenant_id, s)
+    assert out.status == "completed" and out.total == total_before
+    row = await submission(pools, s)
+    assert row["status"] == "completed" and float(row["total"]) == total_before
+    assert after["q3"]["feedback"] == "Spelling: photosynthesis." != before["q3"]["feedback"]
+    assert after["q3"]["score"] == before["q3"]["score"] and after["q3"]["overridden"] is True
+    assert {q: after[q] for q in ("q1", "q2")} == {q: before[q] for q in ("q1", "q2")}  # untouched
+    events = await fetch_all(pools, tenant_id, "SELECT payload FROM event_outbox WHERE target_id=%s "
+                             "AND event_type='submission.reviewed'", (s.submission_id,))
+    assert [e["payload"]["feedback"] for e in events] == [{"q3": "Spelling: photosynthesis."}]
+
+
+async def test_review_with_feedback_for_an_unknown_question_applies_nothing(
+        temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
+            task_queue=task_queue, result_type=GradingOutput)
+        await _wait_stage(handle, "needs_review")
+        before = await _results(pools, tenant_id, s)
+        review = ReviewInput("rev-1", {"q3": 4.0}, feedback={"q3": "fine", "q9": "no such question"})
+        await handle.execute_update(UPDATE_REVIEW, review, result_type=ReviewAck)
+        with pytest.raises(WorkflowFailureError) as err:
+            await handle.result()
+    cause = err.value.cause
+    assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "InvalidOverride"
+    assert await _results(pools, tenant_id, s) == before  # the score override was rolled back with it
+    assert (await submission(pools, s))["status"] == "needs_review"
 
 
 async def test_review_deadline_leaves_submission_in_needs_review(temporal_client, pools, saver, gf_settings,
