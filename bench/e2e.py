@@ -15,11 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,6 +26,9 @@ from websockets.asyncio.client import connect as ws_connect
 
 from bench.stats import cpu_report, cpu_seconds, history_profile, percentile, summarize
 from bench.workload import answers_for, exam_questions, payload_bytes
+from infra.devserver import CHILDREN, start_children, stop_children, wait_http
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DONE_STATUSES = frozenset({"completed", "needs_review"})
 """Graded: the pipeline finished (needs_review waits for a human, not for the platform)."""
@@ -41,14 +40,6 @@ TENANT = "bench-tenant"
 """Tenant all bench data belongs to."""
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
 """Log level of the platform processes (per-node INFO logs cost CPU on a small machine)."""
-
-CHILDREN: list[tuple[str, list[str]]] = [
-    ("api", ["api"]),
-    ("worker-orchestration", ["worker", "--queue", "orchestration"]),
-    ("worker-cognitive", ["worker", "--queue", "cognitive"]),
-    ("relay", ["relay"]),
-]
-
 
 class PlatformMissing(RuntimeError):
     """A piece of the pipeline (workflow, worker, API, relay) is not in the tree yet."""
@@ -108,53 +99,6 @@ def platform_env(*, database_url: str, admin_url: str, redis_url: str, temporal_
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def start_platform(env: dict[str, str], log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
-    """Start the API, both workers and the relay; each logs to ``log_dir/<name>.log``."""
-    from infra.embedded import die_with_parent
-
-    root = Path(__file__).resolve().parent.parent
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, argv in CHILDREN:
-        with open(log_dir / f"{name}.log", "ab") as out:
-            procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "infra.cli", *argv], env=env, cwd=root, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
-            )
-    return procs
-
-
-def stop_platform(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """SIGTERM every process, then kill what is still alive after ``timeout``."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs.values():
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]], log_dir: Path, timeout: float = 90.0) -> None:
-    """Wait until ``url`` answers 200 and every process is alive."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                tail = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s (logs in {log_dir})")
 
 
 def _final_status(message: dict[str, Any]) -> str | None:
@@ -303,9 +247,9 @@ async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal
     log_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    procs = start_platform(env, log_dir)
+    procs = start_children(env, log_dir=log_dir, cwd=REPO_ROOT)
     try:
-        await asyncio.to_thread(wait_ready, f"{api_url}/v1/health", procs, log_dir)
+        await asyncio.to_thread(wait_http, f"{api_url}/v1/health", procs, 90.0, log_dir=log_dir)
         log(f"e2e: API, 2 workers and relay up in {time.monotonic() - started:.1f}s; logs in {log_dir}")
         pids = {**(stack_pids or {}), **{name: p.pid for name, p in procs.items()}}
         result = await drive(api_url, n=n, concurrency=concurrency, rounds=rounds, pids=pids,
@@ -324,4 +268,4 @@ async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal
         result["log_level"] = LOG_LEVEL
         return result
     finally:
-        await asyncio.to_thread(stop_platform, procs)
+        await asyncio.to_thread(stop_children, procs, 10.0)

@@ -64,12 +64,48 @@ def child_env(settings: Settings, stack: EmbeddedStack, admin_url: str) -> dict[
     return env
 
 
-def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+def start_children(env: dict[str, str], *, log_dir: Path | None = None,
+                   cwd: Path | None = None) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the API, both workers and the relay (``gradeflow`` subcommands) with ``env``.
+
+    Args:
+        env: environment of the children (points them at the services).
+        log_dir: each child logs to ``log_dir/<name>.log``; ``None``: they share our stdout/stderr.
+        cwd: working directory of the children.
+
+    """
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, argv in CHILDREN:
+        out = open(log_dir / f"{name}.log", "ab") if log_dir else None  # noqa: SIM115 - closed below
+        try:
+            procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "infra.cli", *argv], env=env, cwd=cwd, stdout=out,
+                stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL if out else None,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if out:
+                out.close()
+    return procs
+
+
+def wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0, *,
+              log_dir: Path | None = None) -> None:
+    """Wait until ``url`` answers 200 while every child stays alive.
+
+    Raises:
+        EmbeddedStackError: a child exited (with its log's tail when ``log_dir`` is given) or the
+            URL did not answer within ``timeout``.
+
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
-                raise EmbeddedStackError(f"{name} exited with code {proc.returncode} during start-up")
+                tail = ""
+                if log_dir and (log_dir / f"{name}.log").exists():
+                    tail = ":\n" + (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise EmbeddedStackError(f"{name} exited with code {proc.returncode} during start-up{tail}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
                 if response.status == 200:
@@ -77,19 +113,20 @@ def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: flo
         except OSError:
             pass
         time.sleep(0.2)
-    raise EmbeddedStackError(f"the API did not answer {url} within {timeout:.0f}s")
+    raise EmbeddedStackError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def _stop_children(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def stop_children(procs: dict[str, subprocess.Popen[bytes]], timeout: float = CHILD_STOP_SECONDS) -> None:
+    """SIGTERM every child, then kill what is still alive after ``timeout`` seconds."""
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + CHILD_STOP_SECONDS
+    deadline = time.monotonic() + timeout
     for name, proc in procs.items():
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _say(f"{name} did not stop in {CHILD_STOP_SECONDS:g}s; killing it")
+            _say(f"{name} did not stop in {timeout:g}s; killing it")
             proc.kill()
             proc.wait()
 
@@ -118,12 +155,9 @@ def run_dev(settings: Settings) -> int:
         admin_url = ensure_database(stack.database_admin_url)
         asyncio.run(migrate(admin_url, app_password=settings.app_db_password, log=_say))
         env = child_env(settings, stack, admin_url)
-        for name, argv in CHILDREN:
-            procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "infra.cli", *argv], env=env, preexec_fn=die_with_parent,
-            )
+        procs.update(start_children(env))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        _wait_http(f"{api_url}/v1/health", procs)
+        wait_http(f"{api_url}/v1/health", procs)
         elapsed = time.monotonic() - started
         print(
             "\n"
@@ -144,6 +178,6 @@ def run_dev(settings: Settings) -> int:
         _say("stopping")
         return 0
     finally:
-        _stop_children(procs)
+        stop_children(procs)
         stack.stop(timeout=4.0)
         _say(f"stopped after {time.monotonic() - started:.1f}s")
