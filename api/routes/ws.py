@@ -51,10 +51,14 @@ def _snapshot(payload: dict[str, Any], submission_id: str | None) -> dict[str, A
             "occurred_at": datetime.now(UTC).isoformat(), "payload": payload}
 
 
-async def _feed(websocket: WebSocket, tenant: str, accept: Callable[[dict[str, Any]], bool],
-                load: Callable[[], Awaitable[dict[str, Any] | None]], submission_id: str | None,
+async def _feed(websocket: WebSocket, accept: Callable[[dict[str, Any]], bool],
+                load: Callable[[str], Awaitable[dict[str, Any] | None]], submission_id: str | None,
                 last_event_id: str | None) -> None:
-    """Subscribe, send the snapshot, replay, then relay live events until the client leaves."""
+    """Authenticate, subscribe, send the snapshot (``load(tenant)``), replay, then relay live events."""
+    tenant = _tenant_of(websocket)
+    if tenant is None:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED)
+        return
     pools = websocket.app.state.pools
     live = LiveSubscriber(pools.redis, tenant, accept, last_event_id=last_event_id)
     subscriber: LiveSubscriber | None = live
@@ -64,7 +68,7 @@ async def _feed(websocket: WebSocket, tenant: str, accept: Callable[[dict[str, A
         logger.warning("live feed without redis: %s", exc)
         subscriber = None
     try:
-        snapshot = await load()
+        snapshot = await load(tenant)
         if snapshot is None:
             await websocket.close(code=CLOSE_NOT_FOUND)
             return
@@ -112,33 +116,25 @@ async def _pump(websocket: WebSocket, subscriber: LiveSubscriber) -> None:
 @router.websocket("/submissions/{submission_id}")
 async def submission_feed(websocket: WebSocket, submission_id: str, last_event_id: str | None = None) -> None:
     """Snapshot of the submission, then every event about it (replayed after ``last_event_id``)."""
-    tenant = _tenant_of(websocket)
-    if tenant is None:
-        await websocket.close(code=CLOSE_UNAUTHENTICATED)
-        return
     state = websocket.app.state
 
-    async def load() -> dict[str, Any] | None:
+    async def load(tenant: str) -> dict[str, Any] | None:
         view, _ = await submissions_store.read_submission(state.pools, state.cache, tenant, submission_id)
         return view
 
-    await _feed(websocket, tenant, for_submission(submission_id), load, submission_id, last_event_id)
+    await _feed(websocket, for_submission(submission_id), load, submission_id, last_event_id)
 
 
 @router.websocket("/exams/{exam_id}")
 async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | None = None) -> None:
     """Snapshot of the exam (with submission counts per status), then events naming the exam."""
-    tenant = _tenant_of(websocket)
-    if tenant is None:
-        await websocket.close(code=CLOSE_UNAUTHENTICATED)
-        return
     state = websocket.app.state
 
-    async def load() -> dict[str, Any] | None:
+    async def load(tenant: str) -> dict[str, Any] | None:
         exam, _ = await exams_store.read_exam(state.pools, state.cache, tenant, exam_id)
         if exam is None:
             return None
         counts = await submissions_store.count_by_status(state.pools, tenant, exam_id)
         return {"exam": exam, "submissions_by_status": counts}
 
-    await _feed(websocket, tenant, for_exam(exam_id), load, None, last_event_id)
+    await _feed(websocket, for_exam(exam_id), load, None, last_event_id)
