@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Fixtures of the API-contract tests (real app on uvicorn, tokens), shared with the property tests.
+pytest_plugins = ["tests.integration.api_contract.fixtures"]
+
 settings.register_profile(
     "ci", max_examples=15, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -8,15 +8,7 @@ import psycopg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.api_contract.fixtures import (  # noqa: F401 - fixtures
-    api,
-    bearer,
-    contract_settings,
-    contract_url,
-    create_exam,
-    new_tenant,
-    submission_body,
-)
+from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 operations = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from(
     ["Idempotency-Key", "X-Idempotency-Key"])), min_size=1, max_size=8)

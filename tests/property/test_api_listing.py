@@ -15,13 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.listing import SUBMISSIONS
-from tests.integration.api_contract.fixtures import (  # noqa: F401 - fixtures
-    api,
-    bearer,
-    contract_settings,
-    contract_url,
-    new_tenant,
-)
+from tests.integration.api_contract.fixtures import new_tenant
 
 STATUSES = ["queued", "grading", "needs_review", "completed", "failed", "needs_intervention"]
 STUDENTS = ["s-01", "s-02", "s-03", "s-04"]

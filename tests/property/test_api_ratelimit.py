@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.ratelimit import RateLimiter
-from tests.integration.api_contract.fixtures import bearer, new_tenant, serve_app  # noqa: F401 - fixtures
+from tests.integration.api.server import serve_app
+from tests.integration.api_contract.fixtures import new_tenant
 
 READ_LIMIT = 5
 
@@ -20,7 +21,7 @@ READ_LIMIT = 5
 async def limited_api(app_settings, temporal_client, task_queue):
     settings = app_settings.model_copy(update={"rate_limit_read": f"{READ_LIMIT}/minute",
                                                "rate_limit_submit": "3/minute"})
-    async with await serve_app(settings, temporal_client, task_queue) as url:
+    async with serve_app(settings, temporal_client, task_queue) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield http
 

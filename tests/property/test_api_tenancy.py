@@ -15,15 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra import live
 from infra.keys import submission_key
-from tests.integration.api_contract.fixtures import (  # noqa: F401 - fixtures
-    api,
-    bearer,
-    contract_settings,
-    contract_url,
-    create_exam,
-    new_tenant,
-    submission_body,
-)
+from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 OPERATIONS = ["get_submission", "get_exam", "progress", "list_by_exam", "list_all", "list_exams", "put_rubric",
               "submit_to_exam", "ws_submission", "ws_exam"]

@@ -18,6 +18,7 @@ from tests.integration.api.conftest import (  # noqa: F401 - fixtures
     client,
     exam_body,
 )
+from tests.property.rubric_exams import three_type_questions
 
 student_ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
 choice_answers = st.sampled_from(["a", "b", "c", ["a", "c"], ["b"]])
@@ -49,21 +50,8 @@ async def test_reads_go_redis_first_and_misses_back_fill(client, auth_headers, t
     assert hit.json()["student_id"] == f"redis-only:{marker}" and hit.json()["error"] == marker
 
 
-keywords = st.lists(st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=12),
-                    min_size=1, max_size=4, unique=True)
-
-
-@given(points=st.integers(1, 20), words=keywords, correct=st.sampled_from([["a"], ["b", "c"], ["a", "b", "c"]]),
-       value=numbers)
-async def test_new_rubric_hash_is_precomputed_and_served_from_cache(client, auth_headers, tenant_id, pools,
-                                                                     points, words, correct, value):
-    questions = [
-        {"id": "c", "type": "choice", "prompt": "p", "max_points": points,
-         "rubric": {"options": ["a", "b", "c"], "correct": correct}},
-        {"id": "n", "type": "numeric", "prompt": "p", "max_points": points, "rubric": {"value": value}},
-        {"id": "s", "type": "short_answer", "prompt": "p", "max_points": points,
-         "rubric": {"criteria": [{"id": "k", "description": "d", "points": points, "keywords": words}]}},
-    ]
+@given(questions=three_type_questions)
+async def test_new_rubric_hash_is_precomputed_and_served_from_cache(client, auth_headers, tenant_id, pools, questions):
     resp = await client.post("/v1/exams", json={"title": "t", "questions": questions},
                              headers=auth_headers(tenant_id))
     assert resp.status_code == 201, resp.text

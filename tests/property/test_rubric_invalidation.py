@@ -35,6 +35,7 @@ from tests.integration.api.conftest import (  # noqa: F401 - fixtures
     client,
 )
 from tests.integration.workflows.harness import gf_settings, saver  # noqa: F401 - fixtures
+from tests.property.rubric_exams import three_type_questions
 from worker import workflow_runner
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingWorkflow
@@ -140,21 +141,9 @@ async def test_property7_rubric_change_reaches_every_worker_and_the_next_grading
             await cache.stop()
 
 
-keywords = st.lists(st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=12),
-                    min_size=1, max_size=4, unique=True)
-
-
-@given(points=st.integers(1, 20), words=keywords, correct=st.sampled_from([["a"], ["b", "c"], ["a", "b", "c"]]),
-       value=st.floats(allow_nan=False, allow_infinity=False, width=32))
+@given(questions=three_type_questions)
 async def test_property11_worker_serves_the_precomputed_hash_from_memory(
-        client, auth_headers, tenant_id, pools, worker_cache, points, words, correct, value):
-    questions = [
-        {"id": "c", "type": "choice", "prompt": "p", "max_points": points,
-         "rubric": {"options": ["a", "b", "c"], "correct": correct}},
-        {"id": "n", "type": "numeric", "prompt": "p", "max_points": points, "rubric": {"value": value}},
-        {"id": "s", "type": "short_answer", "prompt": "p", "max_points": points,
-         "rubric": {"criteria": [{"id": "k", "description": "d", "points": points, "keywords": words}]}},
-    ]
+        client, auth_headers, tenant_id, pools, worker_cache, questions):
     resp = await client.post("/v1/exams", json={"title": "t", "questions": questions},
                              headers=auth_headers(tenant_id))
     assert resp.status_code == 201, resp.text

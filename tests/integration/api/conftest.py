@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.api.server import running_server
+from tests.integration.api.server import serve_app
 
 AuthHeaders = Callable[..., dict[str, str]]
 
@@ -34,11 +34,7 @@ def auth_headers(app_settings) -> AuthHeaders:
 @pytest.fixture
 async def api_url(app_settings, temporal_client, task_queue) -> AsyncIterator[str]:
     """Base URL of a real uvicorn server running the API (real lifespan, real services)."""
-    from api.app import create_app
-
-    app = create_app(app_settings, temporal_client=temporal_client,
-                     grading_options={"task_queue": task_queue, "cognitive_queue": f"{task_queue}-cog"})
-    async with running_server(app) as url:
+    async with serve_app(app_settings, temporal_client, task_queue) as url:
         yield url
 
 

@@ -39,3 +39,12 @@ async def running_server(app: Any, *, startup_timeout: float = 30.0) -> AsyncIte
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 15)
+
+
+def serve_app(settings: Any, temporal_client: Any, task_queue: str) -> Any:
+    """Context manager: the real app (real lifespan) on a free port, grading on ``task_queue``; yields the URL."""
+    from api.app import create_app
+
+    app = create_app(settings, temporal_client=temporal_client,
+                     grading_options={"task_queue": task_queue, "cognitive_queue": f"{task_queue}-cog"})
+    return running_server(app)

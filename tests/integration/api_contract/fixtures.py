@@ -1,7 +1,7 @@
 """Fixtures of the API-contract tests: the real app on uvicorn with generous limits, and tokens.
 
-Import the fixtures you use (``from tests.integration.api_contract.fixtures import ...``);
-property tests under ``tests/property`` share them this way.
+Registered for the whole suite as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): tests
+request the fixtures by name and import only the plain helpers (``create_exam``, ``submission_body``, ...).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
-from tests.integration.api.server import running_server
+from tests.integration.api.server import serve_app
 
 Bearer = Callable[..., dict[str, str]]
 GENEROUS = "100000/minute"
@@ -27,19 +27,10 @@ def contract_settings(app_settings):
                                            "rate_limit_websocket": GENEROUS})
 
 
-async def serve_app(settings: Any, temporal_client: Any, task_queue: str) -> Any:
-    """Context manager: the real app (real lifespan) on a free port; yields the base URL."""
-    from api.app import create_app
-
-    app = create_app(settings, temporal_client=temporal_client,
-                     grading_options={"task_queue": task_queue, "cognitive_queue": f"{task_queue}-cog"})
-    return running_server(app)
-
-
 @pytest.fixture
 async def contract_url(contract_settings, temporal_client, task_queue) -> AsyncIterator[str]:
     """Base URL of the real API."""
-    async with await serve_app(contract_settings, temporal_client, task_queue) as url:
+    async with serve_app(contract_settings, temporal_client, task_queue) as url:
         yield url
 
 
@@ -77,3 +68,18 @@ async def create_exam(api: httpx.AsyncClient, headers: dict[str, str], title: st
 def submission_body(exam_id: str, student: str = "s-1", **extra: Any) -> dict[str, Any]:
     """A valid submission body."""
     return {"exam_id": exam_id, "student_id": student, "answers": GOOD_ANSWERS, **extra}
+
+
+async def run_purge(temporal_client: Any, pools: Any, task_queue: str) -> Any:
+    """Run the real purge workflow once, on a worker of its own; return its ``PurgeOutput``."""
+    from temporalio.worker import Worker
+
+    from activities.maintenance import MaintenanceActivities
+    from workflows.purge import IdempotencyPurgeWorkflow, PurgeInput
+
+    activities = MaintenanceActivities(pools)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[IdempotencyPurgeWorkflow],
+                      activities=[activities.purge_expired_idempotency_keys]):
+        return await temporal_client.execute_workflow(
+            IdempotencyPurgeWorkflow.run, PurgeInput(reason="test"), id=f"purge-{uuid.uuid4()}",
+            task_queue=task_queue)

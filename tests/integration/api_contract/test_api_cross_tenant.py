@@ -11,15 +11,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.keys import events_channel
-from tests.integration.api_contract.fixtures import (  # noqa: F401 - fixtures
-    api,
-    bearer,
-    contract_settings,
-    contract_url,
-    create_exam,
-    new_tenant,
-    submission_body,
-)
+from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 
 async def _ws_first_message(url: str, **kwargs) -> dict | int:

@@ -9,15 +9,7 @@ import uuid
 import psycopg
 
 from infra.constants import grading_workflow_id
-from tests.integration.api_contract.fixtures import (  # noqa: F401 - fixtures
-    api,
-    bearer,
-    contract_settings,
-    contract_url,
-    create_exam,
-    new_tenant,
-    submission_body,
-)
+from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 CONCURRENCY = 50
 

@@ -7,12 +7,10 @@ from datetime import timedelta
 
 import psycopg
 from temporalio.client import ScheduleIntervalSpec
-from temporalio.worker import Worker
 
-from activities.maintenance import MaintenanceActivities
 from infra.schedules import ensure_purge_schedule
+from tests.integration.api_contract.fixtures import run_purge
 from tests.integration.api_contract.miniapp import ensure_tenant
-from workflows.purge import IdempotencyPurgeWorkflow, PurgeInput
 
 INSERT_KEY_SQL = """INSERT INTO idempotency_cache (tenant_id, caller, method, path, key, fingerprint, state,
 expires_at) VALUES (%s, 'c', 'POST', '/v1/x', %s, 'f', 'done', now() + %s * interval '1 hour')"""
@@ -24,12 +22,7 @@ async def test_purge_workflow_deletes_only_expired_keys(temporal_client, task_qu
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(INSERT_KEY_SQL, (tenant_id, "old", -1))
         conn.execute(INSERT_KEY_SQL, (tenant_id, "fresh", 1))
-    activities = MaintenanceActivities(pools)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[IdempotencyPurgeWorkflow],
-                      activities=[activities.purge_expired_idempotency_keys]):
-        result = await temporal_client.execute_workflow(
-            IdempotencyPurgeWorkflow.run, PurgeInput(reason="test"), id=f"purge-{uuid.uuid4()}",
-            task_queue=task_queue)
+    result = await run_purge(temporal_client, pools, task_queue)
     assert result.deleted >= 1
     with psycopg.connect(pg_admin_url) as conn:
         keys = [r[0] for r in conn.execute("SELECT key FROM idempotency_cache WHERE tenant_id = %s",

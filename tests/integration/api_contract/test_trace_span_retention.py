@@ -6,11 +6,10 @@ import uuid
 
 import psycopg
 import pytest
-from temporalio.worker import Worker
 
-from activities.maintenance import SPAN_PURGE_CHUNK, MaintenanceActivities
+from activities.maintenance import SPAN_PURGE_CHUNK
 from infra.settings import get_settings
-from workflows.purge import IdempotencyPurgeWorkflow, PurgeInput
+from tests.integration.api_contract.fixtures import run_purge
 
 INSERT_SPAN_SQL = """INSERT INTO trace_spans (span_id, trace_id, tenant_id, name, service, started_at, duration_ms)
 VALUES (%s, %s, %s, 'op', 'test', now() - %s * interval '1 hour', 1)"""
@@ -29,12 +28,7 @@ async def test_purge_workflow_deletes_spans_older_than_retention(temporal_client
             conn.execute(INSERT_SPAN_SQL, (f"old-{i}", trace_id, tenant, retention + 1))
             conn.execute(INSERT_SPAN_SQL, (f"new-{i}", trace_id, tenant, retention - 1))
         conn.execute(INSERT_BULK_SQL, (trace_id, tenants[0], retention + 2, SPAN_PURGE_CHUNK + 5))
-    activities = MaintenanceActivities(pools)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[IdempotencyPurgeWorkflow],
-                      activities=[activities.purge_expired_idempotency_keys]):
-        result = await temporal_client.execute_workflow(
-            IdempotencyPurgeWorkflow.run, PurgeInput(reason="test"), id=f"purge-{uuid.uuid4()}",
-            task_queue=task_queue)
+    result = await run_purge(temporal_client, pools, task_queue)
     assert result.spans_deleted >= SPAN_PURGE_CHUNK + 5 + len(tenants)
     with psycopg.connect(pg_admin_url) as conn:
         kept = sorted(r[0] for r in conn.execute("SELECT span_id FROM trace_spans WHERE trace_id = %s",

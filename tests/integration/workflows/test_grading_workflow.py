@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -44,6 +47,22 @@ async def _wait_stage(handle, stage: str, timeout: float = 20) -> ProgressView:
             return view
         assert time.monotonic() < deadline, f"stage {stage!r} not reached; last {view}"
         await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def awaiting_review(temporal_client, pools, saver, gf_settings, task_queue: str,
+                          tenant_id: str) -> AsyncIterator[tuple[Any, Any]]:
+    """A seeded submission whose workflow is flagged (threshold 0.99) and waiting in ``needs_review``.
+
+    Yields ``(seeded submission, workflow handle)`` while the workers run.
+    """
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
+            task_queue=task_queue, result_type=GradingOutput)
+        await _wait_stage(handle, "needs_review")
+        yield s, handle
 
 
 async def test_grading_completes_persists_caches_and_emits_outbox(temporal_client, pools, saver, gf_settings,
@@ -84,11 +103,7 @@ async def test_grading_completes_persists_caches_and_emits_outbox(temporal_clien
 
 async def test_flagged_submission_waits_for_review_then_applies_overrides(
         temporal_client, pools, saver, gf_settings, task_queue, tenant_id, services):
-    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
-    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
-        handle = await temporal_client.start_workflow(
-            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
-            task_queue=task_queue, result_type=GradingOutput)
+    async with awaiting_review(temporal_client, pools, saver, gf_settings, task_queue, tenant_id) as (s, handle):
         view = await _wait_stage(handle, "needs_review")
         assert 0 <= view.percentage <= 100 and view.details["flagged"]
         assert (await submission(pools, s))["status"] == "needs_review"
@@ -134,12 +149,7 @@ async def _results(pools, tenant_id: str, s) -> dict[str, dict]:
 
 async def test_review_with_feedback_only_changes_the_feedback_not_the_score(
         temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
-    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
-    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
-        handle = await temporal_client.start_workflow(
-            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
-            task_queue=task_queue, result_type=GradingOutput)
-        await _wait_stage(handle, "needs_review")
+    async with awaiting_review(temporal_client, pools, saver, gf_settings, task_queue, tenant_id) as (s, handle):
         before = await _results(pools, tenant_id, s)
         total_before = float((await submission(pools, s))["total"])
         review = ReviewInput("rev-1", feedback={"q3": "Spelling: photosynthesis."})
@@ -159,12 +169,7 @@ async def test_review_with_feedback_only_changes_the_feedback_not_the_score(
 
 async def test_review_with_feedback_for_an_unknown_question_applies_nothing(
         temporal_client, pools, saver, gf_settings, task_queue, tenant_id):
-    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
-    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
-        handle = await temporal_client.start_workflow(
-            "GradingWorkflow", s.grading_input(cog, low_confidence_threshold=0.99), id=f"grade-{s.submission_id}",
-            task_queue=task_queue, result_type=GradingOutput)
-        await _wait_stage(handle, "needs_review")
+    async with awaiting_review(temporal_client, pools, saver, gf_settings, task_queue, tenant_id) as (s, handle):
         before = await _results(pools, tenant_id, s)
         review = ReviewInput("rev-1", {"q3": 4.0}, feedback={"q3": "fine", "q9": "no such question"})
         await handle.execute_update(UPDATE_REVIEW, review, result_type=ReviewAck)
