@@ -29,10 +29,10 @@ from activities.grading import GradingActivities
 from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
-from infra.pools import PoolManager
-from infra.rubric_cache import RubricCache
+from infra.db.pools import PoolManager
+from infra.observability.tracing import LOG_FORMAT, install_log_trace_ids, setup_tracing, with_tracing
 from infra.settings import Settings, get_settings
-from infra.tracing import LOG_FORMAT, install_log_trace_ids, setup_tracing, with_tracing
+from infra.stores.rubrics import RubricCache
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingWorkflow
 from workflows.purge import IdempotencyPurgeWorkflow

@@ -28,10 +28,11 @@ from agents.checkpointer import CheckpointWriteError, CorruptCheckpointError, Gr
 from agents.context import GradingContext
 from agents.graph import GRADE_QUESTION, build_grading_graph
 from agents.state import QuestionGrade
-from infra import grading_store, live
 from infra.constants import SIGNAL_AGENT_PROGRESS
-from infra.pools import PoolManager
-from infra.rubric_cache import RubricCache, questions_loader
+from infra.db.pools import PoolManager
+from infra.events import live
+from infra.stores import grading
+from infra.stores.rubrics import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,9 @@ class AgentActivities:
         run_id, attempt = info.workflow_run_id or info.activity_id, info.attempt
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
-                inputs = await grading_store.load_grading_inputs(
+                inputs = await grading.load_grading_inputs(
                     conn, inp.submission_id, questions=questions_loader(self.rubric_cache, inp.tenant_id))
-        except grading_store.SubmissionNotFoundError as exc:
+        except grading.SubmissionNotFoundError as exc:
             raise ApplicationError(str(exc), type="SubmissionNotFound", non_retryable=True) from exc
         threshold = inp.low_confidence_threshold
         if threshold is None:
@@ -202,7 +203,7 @@ class AgentActivities:
             if self.grade_delay > 0:
                 await asyncio.sleep(self.grade_delay)
             async with self.pools.transaction(inp.tenant_id) as conn:
-                await grading_store.record_grader_call(conn, tenant_id=inp.tenant_id,
+                await grading.record_grader_call(conn, tenant_id=inp.tenant_id,
                                                        submission_id=inp.submission_id,
                                                        question_id=question_id, run_id=run_id, attempt=attempt)
 

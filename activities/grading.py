@@ -1,7 +1,7 @@
 """Orchestration-side grading activities: load context, persist results, change status.
 
 Each public method is one Temporal activity, bound by the worker on an instance that holds the
-process's :class:`infra.pools.PoolManager` and settings. Database errors that retrying cannot fix
+process's :class:`infra.db.pools.PoolManager` and settings. Database errors that retrying cannot fix
 (a refused status transition, a constraint violation, a missing submission) are raised as
 non-retryable ``ApplicationError``s so the workflow can mark the job for intervention at once.
 """
@@ -23,12 +23,14 @@ from activities.types import (
     StatusOutput,
     SubmissionRef,
 )
-from infra import grading_store, keys, live, submissions_store
-from infra.cache import Cache, write_through
+from infra.cache import keys
+from infra.cache.copies import Cache, write_through
 from infra.constants import EventType, SubmissionStatus
-from infra.outbox import add_event
-from infra.pools import PoolManager
-from infra.rubric_cache import RubricCache, questions_loader
+from infra.db.pools import PoolManager
+from infra.events import live
+from infra.events.outbox import add_event
+from infra.stores import grading, submissions
+from infra.stores.rubrics import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +71,12 @@ class GradingActivities:
         """
         try:
             async with self.pools.transaction(ref.tenant_id) as conn:
-                inputs = await grading_store.load_grading_inputs(
+                inputs = await grading.load_grading_inputs(
                     conn, ref.submission_id, questions=questions_loader(self.rubric_cache, ref.tenant_id))
                 if not inputs.questions:
                     raise ApplicationError(f"exam {inputs.submission['exam_id']} has no questions",
                                            type="NoQuestions", non_retryable=True)
-                row = await grading_store.set_status(conn, ref.submission_id, SubmissionStatus.GRADING)
+                row = await grading.set_status(conn, ref.submission_id, SubmissionStatus.GRADING)
                 if inputs.submission["status"] != SubmissionStatus.GRADING:
                     await add_event(
                         conn, tenant_id=ref.tenant_id, event_type=EventType.SUBMISSION_STATUS,
@@ -83,7 +85,7 @@ class GradingActivities:
                                  "exam_id": inputs.submission["exam_id"]},
                         trace_id=ref.trace_id or None,
                     )
-        except grading_store.SubmissionNotFoundError as exc:
+        except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidTransition") from exc
@@ -100,7 +102,7 @@ class GradingActivities:
         """Store results, status and an outbox event in one transaction; then cache and notify.
 
         The submission view is written through to Redis: if the database transaction fails, the
-        cache entry is compensated (restored/deleted) by :func:`infra.cache.write_through`.
+        cache entry is compensated (restored/deleted) by :func:`infra.cache.copies.write_through`.
 
         Raises:
             ApplicationError: ``InvalidResult`` (non-retryable) when a constraint or the status
@@ -114,7 +116,7 @@ class GradingActivities:
 
         async def db_write() -> dict[str, Any]:
             async with self.pools.transaction(inp.tenant_id) as conn:
-                row = await grading_store.save_results(
+                row = await grading.save_results(
                     conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id, grades=inp.grades,
                     status=status, total=inp.total, max_total=inp.max_total,
                 )
@@ -131,7 +133,7 @@ class GradingActivities:
         try:
             row = await write_through(self._cache(), keys.submission_key(inp.tenant_id, inp.submission_id),
                                       view, db_write)
-        except grading_store.SubmissionNotFoundError as exc:
+        except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidResult") from exc
@@ -151,12 +153,12 @@ class GradingActivities:
         """
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
-                before = await grading_store.load_submission(conn, inp.submission_id)
+                before = await grading.load_submission(conn, inp.submission_id)
                 total = None
                 if inp.overrides or inp.feedback:
-                    total = await grading_store.apply_overrides(conn, inp.submission_id, inp.overrides or {},
+                    total = await grading.apply_overrides(conn, inp.submission_id, inp.overrides or {},
                                                                 feedback=inp.feedback)
-                row = await grading_store.set_status(conn, inp.submission_id, inp.status, error=inp.error)
+                row = await grading.set_status(conn, inp.submission_id, inp.status, error=inp.error)
                 changed = before["status"] != row["status"]
                 if changed or inp.overrides or inp.feedback:
                     payload: dict[str, Any] = {"status": row["status"], "from": before["status"], "error": inp.error,
@@ -169,8 +171,8 @@ class GradingActivities:
                         version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
                         payload=payload,
                     )
-                after = await grading_store.load_submission(conn, inp.submission_id)
-        except grading_store.SubmissionNotFoundError as exc:
+                after = await grading.load_submission(conn, inp.submission_id)
+        except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except KeyError as exc:
             raise _permanent(exc, "InvalidOverride") from exc
@@ -192,10 +194,10 @@ class GradingActivities:
         """
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
-                before = await grading_store.load_submission(conn, inp.submission_id)
+                before = await grading.load_submission(conn, inp.submission_id)
                 if before["status"] in (SubmissionStatus.QUEUED, SubmissionStatus.GRADING,
                                         SubmissionStatus.NEEDS_INTERVENTION):
-                    row = await grading_store.set_status(conn, inp.submission_id,
+                    row = await grading.set_status(conn, inp.submission_id,
                                                          SubmissionStatus.NEEDS_INTERVENTION, error=inp.error)
                     await add_event(
                         conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_STATUS,
@@ -208,7 +210,7 @@ class GradingActivities:
                     logger.warning("submission %s is %s; not marking needs_intervention (%s)",
                                    inp.submission_id, before["status"], inp.error)
                     return StatusOutput(status=before["status"], changed=False)
-        except grading_store.SubmissionNotFoundError:
+        except grading.SubmissionNotFoundError:
             logger.error("cannot mark missing submission %s for intervention: %s", inp.submission_id, inp.error)
             return StatusOutput(status="", changed=False)
         await self._invalidate(inp.tenant_id, inp.submission_id)
@@ -219,7 +221,7 @@ class GradingActivities:
     async def _refresh_view(self, tenant_id: str, submission_id: str) -> None:
         """Replace the hot copy with the committed read model (the same view the API serves)."""
         try:
-            view = await submissions_store.load_submission(self.pools, tenant_id, submission_id)
+            view = await submissions.load_submission(self.pools, tenant_id, submission_id)
             if view is None:
                 await self._invalidate(tenant_id, submission_id)
                 return

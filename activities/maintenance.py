@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from temporalio import activity
 
-from infra.pools import PoolManager
+from infra.db.pools import PoolManager
 from infra.settings import get_settings
 
 logger = logging.getLogger(__name__)

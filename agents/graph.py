@@ -28,7 +28,7 @@ from agents.graders import grade_with_rubric
 from agents.llm import grade_with_llm
 from agents.rubric import TEXT_TYPES
 from agents.state import GradingState, QuestionGrade
-from infra.tracing import traced_node
+from infra.observability.tracing import traced_node
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from api.middleware.ratelimit import RateLimitMiddleware
 from api.middleware.tracing import TracingMiddleware
 from api.openapi import install_openapi
 from api.routes import api_router
-from infra.cache import Cache
-from infra.pools import PoolManager
-from infra.ratelimit import RateLimiter
+from infra.cache.copies import Cache
+from infra.db.pools import PoolManager
+from infra.observability.tracing import setup_tracing, with_tracing
+from infra.security.ratelimit import RateLimiter
 from infra.settings import Settings, get_settings
-from infra.tracing import setup_tracing, with_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def _ensure_schedules(temporal: Any, settings: Settings) -> None:
         return
     from datetime import timedelta
 
-    from infra.schedules import ensure_purge_schedule
+    from infra.temporal.schedules import ensure_purge_schedule
 
     try:
         await ensure_purge_schedule(
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
     Args:
         settings: process settings (default: :func:`infra.settings.get_settings`).
         temporal_client: an already connected Temporal client to use instead of connecting one.
-        grading_options: extra keyword arguments for :func:`infra.grading_starter.start_grading`
+        grading_options: extra keyword arguments for :func:`infra.temporal.starter.start_grading`
             (tests pass their own ``task_queue`` / ``cognitive_queue``).
 
     Returns:

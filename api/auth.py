@@ -15,8 +15,8 @@ from urllib.parse import parse_qs
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from infra.security.tokens import Principal, TokenError, bearer_from_header, verify_token
 from infra.settings import get_settings
-from infra.tokens import Principal, TokenError, bearer_from_header, verify_token
 
 STATE_KEY = "principal"
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="gradeflow"'}

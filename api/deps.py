@@ -1,7 +1,7 @@
 """FastAPI dependencies as ``Annotated`` aliases; everything comes from ``request.app.state``.
 
-``app.state`` holds ``settings``, ``pools`` (:class:`infra.pools.PoolManager`), ``temporal``
-(a Temporal client, or ``None`` while unreachable) and ``cache`` (:class:`infra.cache.Cache`).
+``app.state`` holds ``settings``, ``pools`` (:class:`infra.db.pools.PoolManager`), ``temporal``
+(a Temporal client, or ``None`` while unreachable) and ``cache`` (:class:`infra.cache.copies.Cache`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from api.auth import PrincipalDep
-from infra.pools import PoolManager
+from infra.db.pools import PoolManager
 from infra.settings import Settings
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
@@ -71,5 +71,5 @@ CACHE_HEADER_VALUES = {"cache": "hit", "database": "miss", "database-degraded": 
 
 
 def x_cache(source: str) -> str:
-    """``X-Cache`` header value for a :meth:`infra.cache.Cache.read_through` source."""
+    """``X-Cache`` header value for a :meth:`infra.cache.copies.Cache.read_through` source."""
     return CACHE_HEADER_VALUES.get(source, "miss")

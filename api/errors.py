@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.pools import PoolTimeoutError
+from infra.db.pools import PoolTimeoutError
 
 logger = logging.getLogger(__name__)
 

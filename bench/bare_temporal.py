@@ -101,7 +101,7 @@ async def _serve(address: str, queue: str) -> None:
 
 def start_worker(address: str, queue: str) -> subprocess.Popen[bytes]:
     """Start the bare worker as a child process (it dies with this process)."""
-    from infra.embedded import die_with_parent
+    from infra.stack.embedded import die_with_parent
 
     root = Path(__file__).resolve().parent.parent
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module

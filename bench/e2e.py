@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from bench.stats import cpu_report, cpu_seconds, history_profile, percentile, summarize
 from bench.workload import answers_for, exam_questions, payload_bytes
-from infra.devserver import CHILDREN, start_children, stop_children, wait_http
+from infra.stack.devserver import CHILDREN, start_children, stop_children, wait_http
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def check_platform() -> None:
     """Raise :class:`PlatformMissing` naming what cannot be imported."""
     missing = []
     for module, name in [("workflows.grading", "GradingWorkflow"), ("worker", "run_worker"),
-                         ("api.app", "create_app"), ("infra.relay", "run_relay")]:
+                         ("api.app", "create_app"), ("infra.events.relay", "run_relay")]:
         try:
             mod = __import__(module, fromlist=[name])
             getattr(mod, name)
@@ -68,8 +68,8 @@ def auth_headers(tenant: str = TENANT) -> dict[str, str]:
     """
     headers = {"X-Tenant-ID": tenant}
     try:
+        from infra.security.tokens import mint_token
         from infra.settings import Settings
-        from infra.tokens import mint_token
 
         token = mint_token(Settings(), tenant=tenant, roles=["admin", "submitter", "reviewer"],
                            sub="bench", ttl_seconds=3600)
@@ -237,7 +237,7 @@ async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal
                   work_dir: Path, n: int, concurrency: int, rounds: int = 1, stack_pids: dict[str, int] | None = None,
                   after_round: RoundHook | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Start the platform against the given stack, drive it (see :func:`drive`), stop it."""
-    from infra.embedded import free_port
+    from infra.stack.embedded import free_port
 
     check_platform()
     port = free_port()

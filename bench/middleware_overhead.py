@@ -87,7 +87,7 @@ async def _timed(call: Any) -> float:
 
 async def measure(settings: Any, n: int) -> dict[str, Any]:
     """Run ``n`` GETs and ``n`` POSTs against each copy, alternating; return the p50s and ratios."""
-    from infra.tokens import ROLES, mint_token
+    from infra.security.tokens import ROLES, mint_token
 
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {mint_token(settings, tenant=tenant, roles=ROLES, sub='bench')}"}
@@ -125,9 +125,9 @@ async def measure(settings: Any, n: int) -> dict[str, Any]:
 
 def main() -> int:
     """Start an embedded stack, measure, print and save the JSON report."""
-    from infra.embedded import EmbeddedStack, free_port
-    from infra.migrate import app_url_from_admin, migrate
+    from infra.db.migrate import app_url_from_admin, migrate
     from infra.settings import Settings
+    from infra.stack.embedded import EmbeddedStack, free_port
 
     logging.basicConfig(level=logging.ERROR)
     n = int(os.environ.get("BENCH_N", "300"))

@@ -127,9 +127,9 @@ async def _run_parts(stack: Any, work_dir: Path, parts: set[str], n: int, c: int
         notes.append(f"e2e (ours) not run: the pipeline has not landed: {exc}")
         say(f"e2e: skipped: {exc}")
         return
-    from infra.devserver import ensure_database
-    from infra.migrate import app_url_from_admin, migrate
+    from infra.db.migrate import app_url_from_admin, migrate
     from infra.settings import Settings
+    from infra.stack.devserver import ensure_database
 
     admin_url = ensure_database(stack.database_admin_url)
     app_password = Settings().app_db_password
@@ -222,7 +222,7 @@ def table(report: dict[str, Any]) -> str:
 
 def main() -> int:
     """Run the benchmarks; return the exit code (1 if a part crashed)."""
-    from infra.embedded import EmbeddedStack, free_port
+    from infra.stack.embedded import EmbeddedStack, free_port
 
     n, c = _env_int("BENCH_N", 40), _env_int("BENCH_C", 8)
     parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e").split(",") if p.strip()}
@@ -235,7 +235,7 @@ def main() -> int:
         "targets": TARGETS,
         "params": {"n": n, "concurrency": c, "rounds": _env_int("BENCH_ROUNDS", 2), "parts": sorted(parts)},
         "machine": machine_info(),
-        "stack": {"kind": "embedded (infra.embedded.EmbeddedStack)", "durable": False,
+        "stack": {"kind": "embedded (infra.stack.embedded.EmbeddedStack)", "durable": False,
                   "note": "durable=False: PostgreSQL fsync/synchronous_commit/full_page_writes off, "
                           "Redis without AOF; the Temporal dev server (SQLite, WAL) is the same either way"},
         "e2e": {"ours": None, "bare_temporal": None},

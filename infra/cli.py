@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from infra.preflight import ConfigError
+from infra.stack.preflight import ConfigError
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -59,15 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
-    from infra.tracing import LOG_FORMAT, install_log_trace_ids
+    from infra.observability.tracing import LOG_FORMAT, install_log_trace_ids
 
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     install_log_trace_ids()
 
 
 def _cmd_migrate(settings) -> int:  # type: ignore[no-untyped-def]
-    from infra.migrate import migrate
-    from infra.preflight import check_database
+    from infra.db.migrate import migrate
+    from infra.stack.preflight import check_database
 
     url = settings.admin_url
     if url is None:
@@ -79,7 +79,7 @@ def _cmd_migrate(settings) -> int:  # type: ignore[no-untyped-def]
 
 
 def _cmd_api(settings) -> int:  # type: ignore[no-untyped-def]
-    from infra.preflight import check_all
+    from infra.stack.preflight import check_all
 
     asyncio.run(check_all(settings))
     from api.app import serve
@@ -89,7 +89,7 @@ def _cmd_api(settings) -> int:  # type: ignore[no-untyped-def]
 
 
 def _cmd_worker(settings, queue: str) -> int:  # type: ignore[no-untyped-def]
-    from infra.preflight import check_all
+    from infra.stack.preflight import check_all
 
     asyncio.run(check_all(settings))
     from worker import run_worker
@@ -99,7 +99,7 @@ def _cmd_worker(settings, queue: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def _cmd_relay(settings) -> int:  # type: ignore[no-untyped-def]
-    from infra.preflight import check_all
+    from infra.stack.preflight import check_all
 
     asyncio.run(check_all(settings))
     asyncio.run(_relay_with_reconciler(settings))
@@ -118,10 +118,10 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
     from redis.asyncio import Redis
 
     from infra.constants import EventType
-    from infra.external_events import ExternalEventBridge
-    from infra.grading_starter import make_reconciler_handler
-    from infra.preflight import connect_temporal
-    from infra.relay import run_relay
+    from infra.events.external import ExternalEventBridge
+    from infra.events.relay import run_relay
+    from infra.stack.preflight import connect_temporal
+    from infra.temporal.starter import make_reconciler_handler
 
     client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
     handlers = {EventType.SUBMISSION_RECEIVED.value: make_reconciler_handler(client, settings=settings)}
@@ -141,7 +141,7 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
 
 
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from infra.tokens import mint_token
+    from infra.security.tokens import mint_token
 
     print(mint_token(settings, tenant=args.tenant, roles=args.role or ["submitter"], sub=args.sub,
                      ttl_seconds=args.ttl))
@@ -149,7 +149,7 @@ def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
 
 
 def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
-    from infra.devserver import run_dev
+    from infra.stack.devserver import run_dev
 
     return run_dev(settings)
 
@@ -183,7 +183,7 @@ def _format_validation_error(exc: ValidationError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gradeflow`` console script."""
     args = build_parser().parse_args(argv)
-    from infra.embedded import EmbeddedStackError
+    from infra.stack.embedded import EmbeddedStackError
 
     try:
         return _run(args)

@@ -68,8 +68,8 @@ def services() -> Iterator[Services]:
     """Start (or locate) the real services once per session and migrate the schema."""
     import asyncio
 
-    from infra.devserver import ensure_database
-    from infra.migrate import app_url_from_admin, migrate
+    from infra.db.migrate import app_url_from_admin, migrate
+    from infra.stack.devserver import ensure_database
 
     external = os.environ.get("GRADEFLOW_DATABASE_URL")
     stack = None
@@ -79,7 +79,7 @@ def services() -> Iterator[Services]:
         redis_url = os.environ["GRADEFLOW_REDIS_URL"]
         temporal = os.environ["GRADEFLOW_TEMPORAL_ADDRESS"]
     else:
-        from infra.embedded import EmbeddedStack, free_port
+        from infra.stack.embedded import EmbeddedStack, free_port
 
         tmp = Path(tempfile.mkdtemp(prefix="gradeflow-test-"))
         stack = EmbeddedStack(tmp, free_port(), free_port(), free_port(), free_port(), durable=False)
@@ -136,8 +136,8 @@ def app_settings(services: Services, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 async def pools(services: Services) -> AsyncIterator:
-    """A fresh :class:`infra.pools.PoolManager` on the session's services."""
-    from infra.pools import PoolManager
+    """A fresh :class:`infra.db.pools.PoolManager` on the session's services."""
+    from infra.db.pools import PoolManager
 
     manager = PoolManager(services.app_url, services.redis_url, min_size=1, max_size=5, acquire_timeout=5)
     await manager.open()

@@ -1,6 +1,6 @@
 """``IdempotencyPurgeWorkflow``: delete expired idempotency keys and old trace spans (run hourly by a Schedule).
 
-The schedule itself is created by :func:`infra.schedules.ensure_purge_schedule`.
+The schedule itself is created by :func:`infra.temporal.schedules.ensure_purge_schedule`.
 """
 
 from __future__ import annotations

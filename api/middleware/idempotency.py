@@ -1,7 +1,7 @@
 """Idempotency keys for POST/PUT/PATCH as a pure ASGI middleware (Stripe semantics).
 
 A request carrying ``Idempotency-Key`` (or ``X-Idempotency-Key``) from an authenticated caller
-is claimed in PostgreSQL before the handler runs (see :mod:`infra.idempotency_store`):
+is claimed in PostgreSQL before the handler runs (see :mod:`infra.stores.idempotency`):
 
 * first use: the handler runs; a response below 500 is stored, then sent;
 * replay (same key, same body): the stored response, with ``Idempotent-Replayed: true``;
@@ -19,7 +19,9 @@ from typing import Any
 
 from api.auth import principal_from_scope
 from api.middleware.problem import problem_response
-from infra.idempotency_store import (
+from infra.db.pools import PoolTimeoutError
+from infra.security.tokens import Principal
+from infra.stores.idempotency import (
     Claim,
     IdempotencyScope,
     IdempotencyStore,
@@ -27,8 +29,6 @@ from infra.idempotency_store import (
     StoredResponse,
     fingerprint,
 )
-from infra.pools import PoolTimeoutError
-from infra.tokens import Principal
 
 logger = logging.getLogger(__name__)
 

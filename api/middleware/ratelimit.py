@@ -14,8 +14,8 @@ from typing import Any
 
 from api.auth import principal_from_scope
 from api.middleware.problem import problem_body, problem_response
-from infra.ratelimit import Decision, RateLimiter
-from infra.tokens import Principal
+from infra.security.ratelimit import Decision, RateLimiter
+from infra.security.tokens import Principal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

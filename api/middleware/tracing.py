@@ -1,7 +1,7 @@
 """Request spans: one OpenTelemetry span per HTTP request, continuing an incoming W3C ``traceparent``.
 
 The span is current while the rest of the stack runs, so the submission's trace id (see
-:func:`infra.tracing.current_trace_id`), the Temporal start (``TracingInterceptor``) and every log
+:func:`infra.observability.tracing.current_trace_id`), the Temporal start (``TracingInterceptor``) and every log
 line of the request share its trace. Its name is ``<METHOD> <route template>`` (low cardinality for
 the slow-span metric); a 5xx answer or an unhandled error marks it as failed. WebSocket connections
 are long-lived and get no span.
@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.tracing import TRACER_NAME
+from infra.observability.tracing import TRACER_NAME
 
 PROPAGATOR = TraceContextTextMapPropagator()
 

@@ -9,7 +9,7 @@ from api.auth import AUTHOR
 from api.deps import CacheDep, PoolsDep, TenantDep, TraceIdDep, x_cache
 from api.errors import ProblemError
 from api.schemas import ExamCreate, ExamOut, QuestionOut
-from infra import exams_store
+from infra.stores import exams
 
 router = APIRouter(prefix="/v1/exams", tags=["exams"])
 
@@ -22,7 +22,7 @@ def _not_found(exam_id: str) -> ProblemError:
 async def create_exam(body: ExamCreate, tenant: TenantDep, pools: PoolsDep, cache: CacheDep,
                       response: Response) -> dict:
     """Create an exam; every rubric starts at version 1 with its hash precomputed and cached."""
-    exam = await exams_store.create_exam(pools, cache, tenant, title=body.title, questions=body.questions)
+    exam = await exams.create_exam(pools, cache, tenant, title=body.title, questions=body.questions)
     response.headers["Location"] = f"/v1/exams/{exam['id']}"
     return exam
 
@@ -31,7 +31,7 @@ async def create_exam(body: ExamCreate, tenant: TenantDep, pools: PoolsDep, cach
 async def get_exam(exam_id: str, tenant: TenantDep, pools: PoolsDep, cache: CacheDep,
                    response: Response) -> dict:
     """Read an exam with its current rubrics (Redis first, PostgreSQL on a miss)."""
-    exam, source = await exams_store.read_exam(pools, cache, tenant, exam_id)
+    exam, source = await exams.read_exam(pools, cache, tenant, exam_id)
     if exam is None:
         raise _not_found(exam_id)
     response.headers["X-Cache"] = x_cache(source)
@@ -43,9 +43,9 @@ async def put_rubric(exam_id: str, question_id: str, body: Rubric, tenant: Tenan
                      cache: CacheDep, trace_id: TraceIdDep) -> dict:
     """Replace a question's rubric with a new version (new hash, cache invalidated, ``rubric.changed``)."""
     try:
-        question = await exams_store.update_rubric(pools, cache, tenant, exam_id, question_id, body,
+        question = await exams.update_rubric(pools, cache, tenant, exam_id, question_id, body,
                                                    trace_id=trace_id)
-    except exams_store.QuestionRubricError as exc:
+    except exams.QuestionRubricError as exc:
         field, sep, message = str(exc).partition(": ")
         if not sep or " " in field:
             field, message = "rubric", str(exc)

@@ -1,7 +1,7 @@
 """List endpoints: ``GET /v1/submissions`` and ``GET /v1/exams`` (page, sort, filter, fields, cursor).
 
 Parameters are validated twice: by FastAPI (types, ranges, enums; documented in OpenAPI) and by
-the whitelist of :mod:`infra.listing`, which alone builds SQL. ``fields=`` trims every item to
+the whitelist of :mod:`infra.db.listing`, which alone builds SQL. ``fields=`` trims every item to
 exactly the named fields; ``cursor`` (from ``next_cursor``) continues a listing by keyset.
 """
 
@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PoolsDep, SettingsDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
-from infra import listing
 from infra.constants import SubmissionStatus
+from infra.db import listing
 
 router = APIRouter(prefix="/v1", tags=["listing"])
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter
 from api.deps import PoolsDep, TemporalDep, TenantDep
 from api.errors import ProblemError
 from api.schemas import ProgressOut
-from infra import submissions_store
 from infra.constants import QUERY_PROGRESS, SubmissionStatus
+from infra.stores import submissions
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ async def _query(temporal: Any, workflow_id: str) -> dict[str, Any] | None:
 @router.get("/{submission_id}/progress", response_model=ProgressOut)
 async def get_progress(submission_id: str, tenant: TenantDep, pools: PoolsDep, temporal: TemporalDep) -> dict:
     """Live progress of a running grading; the stored status for finished or not-yet-started ones."""
-    stored = await submissions_store.load_status(pools, tenant, submission_id)
+    stored = await submissions.load_status(pools, tenant, submission_id)
     if stored is None:
         raise ProblemError(404, f"No submission {submission_id!r} for this tenant.",
                            type_="submission-not-found")

@@ -3,7 +3,7 @@
 - ``needs_review`` (its workflow waits for a reviewer): the decision goes to the workflow as the
   Temporal update ``submit_review``; the workflow applies the scores and feedback and sets the final
   status.
-- ``completed``: a post-hoc override runs the review saga (:mod:`infra.review_saga`): DB update with
+- ``completed``: a post-hoc override runs the review saga (:mod:`infra.sagas.review`): DB update with
   audit and outbox event, cache invalidation, live notification, each compensated on failure.
 - any other status: 409. Overrides are checked first against the stored results: an unknown question
   or a score outside ``[0, max_points]`` is a 422 naming ``overrides.<question>.score``.
@@ -22,10 +22,10 @@ from api.auth import require_roles
 from api.deps import CacheDep, PoolsDep, TemporalDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from api.schemas import ReviewCreate, SubmissionOut
-from infra import review_store, submissions_store
 from infra.constants import UPDATE_REVIEW, SubmissionStatus
-from infra.review_saga import OverrideRequest, ReviewSaga, SagaStatus, validate_overrides
-from infra.tokens import Principal
+from infra.sagas.review import OverrideRequest, ReviewSaga, SagaStatus, validate_overrides
+from infra.security.tokens import Principal
+from infra.stores import review, submissions
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ def _conflict(detail: str) -> ProblemError:
 
 
 async def _view(pools: Any, tenant: str, submission_id: str) -> dict[str, Any]:
-    view = await submissions_store.load_submission(pools, tenant, submission_id)
+    view = await submissions.load_submission(pools, tenant, submission_id)
     if view is None:
         raise _not_found(submission_id)
     return view
 
 
-async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_store.ReviewTarget,
+async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review.ReviewTarget,
                         reviewer: Principal, body: ReviewCreate) -> bool:
     """Send ``submit_review`` and wait for the workflow to apply it; ``False`` when still applying."""
     from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
@@ -75,10 +75,10 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_s
                            headers=RETRY_AFTER)
     handle = temporal.get_workflow_handle(target.workflow_id)
     scores = {q: o.score for q, o in body.overrides.items()}
-    review = ReviewInput(reviewer=reviewer.sub, overrides=scores or None, approve=body.approve,
-                         feedback=feedback or None)
+    decision = ReviewInput(reviewer=reviewer.sub, overrides=scores or None, approve=body.approve,
+                           feedback=feedback or None)
     try:
-        await asyncio.wait_for(handle.execute_update(UPDATE_REVIEW, review, result_type=ReviewAck),
+        await asyncio.wait_for(handle.execute_update(UPDATE_REVIEW, decision, result_type=ReviewAck),
                                UPDATE_TIMEOUT_SECONDS)
     except WorkflowUpdateFailedError as exc:
         raise _conflict(f"The grading workflow is not awaiting review ({exc.cause or exc}).") from None
@@ -90,7 +90,7 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_s
     except TimeoutError:
         raise ProblemError(503, "The grading workflow did not answer in time; retry shortly.",
                            type_="temporal-unavailable", headers=RETRY_AFTER) from None
-    await review_store.audit_review(
+    await review.audit_review(
         pools, tenant, target.submission_id, actor_id=reviewer.sub,
         action="review_approved" if body.approve else "review_rejected", reason=body.reason,
         before={"status": target.status, "scores": {q: float(target.results[q]["score"]) for q in scores},
@@ -108,7 +108,7 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review_s
     return True
 
 
-async def _via_saga(pools: Any, cache: Any, tenant: str, target: review_store.ReviewTarget,
+async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTarget,
                     reviewer: Principal, body: ReviewCreate, trace_id: str) -> None:
     """Run the override saga on a completed submission; raise a problem unless it completed."""
     if not body.approve:
@@ -146,7 +146,7 @@ async def review_submission(submission_id: str, body: ReviewCreate, reviewer: Re
     submission); 202 when the workflow has not applied it within the wait. ``completed``: the
     overrides run as a saga; a rolled-back saga is a 503, one that needs an operator a 500.
     """
-    target = await review_store.load_target(pools, tenant, submission_id)
+    target = await review.load_target(pools, tenant, submission_id)
     if target is None:
         raise _not_found(submission_id)
     if target.status not in (SubmissionStatus.NEEDS_REVIEW, SubmissionStatus.COMPLETED):

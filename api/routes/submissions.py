@@ -12,8 +12,8 @@ from api.auth import SUBMITTER
 from api.deps import CacheDep, PoolsDep, SettingsDep, TemporalDep, TenantDep, TraceIdDep, x_cache
 from api.errors import ProblemError
 from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
-from infra import submissions_store
-from infra.tracing import current_trace_id
+from infra.observability.tracing import current_trace_id
+from infra.stores import submissions
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
     from temporalio.client import Client
@@ -26,14 +26,14 @@ START_TIMEOUT_SECONDS = 5.0
 """Longest the API waits for Temporal to accept the workflow start before leaving it to the reconciler."""
 
 
-async def _start(temporal: Client | None, settings: object, created: submissions_store.CreatedSubmission,
+async def _start(temporal: Client | None, settings: object, created: submissions.CreatedSubmission,
                  tenant: str, exam_id: str, options: dict[str, Any]) -> None:
     """Start the grading workflow; on any failure log it and rely on the outbox reconciler."""
     if temporal is None:
         logger.warning("temporal unavailable; %s left to the reconciler", created.workflow_id)
         return
     try:
-        from infra.grading_starter import start_grading
+        from infra.temporal.starter import start_grading
 
         await asyncio.wait_for(
             start_grading(temporal, submission_id=created.submission_id, tenant_id=tenant, exam_id=exam_id,
@@ -56,13 +56,13 @@ async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: Po
     exam_id = str(body.exam_id)
     trace_id = current_trace_id() or trace_id  # the request span's (it continues a valid traceparent)
     try:
-        created = await submissions_store.create_submission(
+        created = await submissions.create_submission(
             pools, tenant, exam_id=exam_id, student_id=body.student_id, answers=dict(body.answers),
             trace_id=trace_id, external_id=body.external_id)
-    except submissions_store.ExamNotFoundError:
+    except submissions.ExamNotFoundError:
         raise ProblemError(404, f"No exam {exam_id!r} for this tenant.", type_="exam-not-found",
                            errors=[{"field": "exam_id", "message": "unknown exam"}]) from None
-    except submissions_store.AnswerErrors as exc:
+    except submissions.AnswerErrors as exc:
         raise ProblemError(422, "Some answers do not fit the exam; see errors.", type_="validation-error",
                            errors=exc.errors) from None
     await _start(temporal, settings, created, tenant, exam_id, request.app.state.grading_options)
@@ -78,7 +78,7 @@ async def get_submission(submission_id: str, tenant: TenantDep, pools: PoolsDep,
 
     The ``X-Cache`` header says where the answer came from: ``hit``, ``miss`` or ``degraded``.
     """
-    view, source = await submissions_store.read_submission(pools, cache, tenant, submission_id)
+    view, source = await submissions.read_submission(pools, cache, tenant, submission_id)
     if view is None:
         raise ProblemError(404, f"No submission {submission_id!r} for this tenant.",
                            type_="submission-not-found")

@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import principal_from_scope
-from infra import exams_store, submissions_store
-from infra.live_subscriber import LiveSubscriber, for_exam, for_submission
-from infra.tokens import Principal
+from infra.events.subscriber import LiveSubscriber, for_exam, for_submission
+from infra.security.tokens import Principal
+from infra.stores import exams, submissions
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ async def submission_feed(websocket: WebSocket, submission_id: str, last_event_i
     state = websocket.app.state
 
     async def load(tenant: str) -> dict[str, Any] | None:
-        view, _ = await submissions_store.read_submission(state.pools, state.cache, tenant, submission_id)
+        view, _ = await submissions.read_submission(state.pools, state.cache, tenant, submission_id)
         return view
 
     await _feed(websocket, for_submission(submission_id), load, submission_id, last_event_id)
@@ -131,10 +131,10 @@ async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | Non
     state = websocket.app.state
 
     async def load(tenant: str) -> dict[str, Any] | None:
-        exam, _ = await exams_store.read_exam(state.pools, state.cache, tenant, exam_id)
+        exam, _ = await exams.read_exam(state.pools, state.cache, tenant, exam_id)
         if exam is None:
             return None
-        counts = await submissions_store.count_by_status(state.pools, tenant, exam_id)
+        counts = await submissions.count_by_status(state.pools, tenant, exam_id)
         return {"exam": exam, "submissions_by_status": counts}
 
     await _feed(websocket, for_exam(exam_id), load, None, last_event_id)

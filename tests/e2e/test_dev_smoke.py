@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from infra.embedded import free_port
+from infra.stack.embedded import free_port
 
 
 def _wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:

@@ -10,9 +10,9 @@ from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
 from infra.constants import COGNITIVE_QUEUE, EventType
-from infra.grading_starter import make_reconciler_handler
-from infra.outbox import EventEnvelope
-from infra.relay import OutboxRelay
+from infra.events.outbox import EventEnvelope
+from infra.events.relay import OutboxRelay
+from infra.temporal.starter import make_reconciler_handler
 from tests.integration.api.conftest import GOOD_ANSWERS, auth_headers, closed_port, exam_body  # noqa: F401
 from tests.integration.api.server import running_server
 from tests.integration.workflows.harness import grading_workers, saver  # noqa: F401 - fixtures

@@ -16,9 +16,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from infra import live
-from infra.outbox import add_event
-from infra.relay import OutboxRelay
+from infra.events import live
+from infra.events.outbox import add_event
+from infra.events.relay import OutboxRelay
 from tests.integration.api.conftest import (  # noqa: F401 - fixtures
     GOOD_ANSWERS,
     api_url,
@@ -107,7 +107,7 @@ async def test_snapshot_then_ordered_events_and_replay_without_duplicates(
         duplicate = {"event_id": replayed[2]["event_id"], "event_type": "submission.status_changed",
                      "target_type": "submission", "target_id": sid, "stream_id": replayed[2]["stream_id"],
                      "payload": replayed[2]["payload"], "occurred_at": replayed[2]["occurred_at"]}
-        from infra.keys import events_channel
+        from infra.cache.keys import events_channel
 
         await pools.redis.publish(events_channel(tenant_id), json.dumps(duplicate))
         await emit(pools, relay, tenant_id, sid, 1, "after")

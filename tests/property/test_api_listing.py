@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.listing import SUBMISSIONS
+from infra.db.listing import SUBMISSIONS
 from tests.integration.api_contract.fixtures import new_tenant
 
 STATUSES = ["queued", "grading", "needs_review", "completed", "failed", "needs_intervention"]

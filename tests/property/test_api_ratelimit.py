@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.ratelimit import RateLimiter
+from infra.security.ratelimit import RateLimiter
 from tests.integration.api.server import serve_app
 from tests.integration.api_contract.fixtures import new_tenant
 

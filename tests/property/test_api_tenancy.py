@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from infra import live
-from infra.keys import submission_key
+from infra.cache.keys import submission_key
+from infra.events import live
 from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 OPERATIONS = ["get_submission", "get_exam", "progress", "list_by_exam", "list_all", "list_exams", "put_rubric",

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.external_events import ExternalEventBridge, publish_external_event
-from tests.integration.test_external_events import eventually, recorded, running, waiting_grading
+from infra.events.external import ExternalEventBridge, publish_external_event
+from tests.integration.infra.events.test_external import eventually, recorded, running, waiting_grading
 from tests.integration.workflows.harness import gf_settings, saver  # noqa: F401 - fixtures
 
 SAFE_INT = 2**53

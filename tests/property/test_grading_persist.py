@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.grading import GradingActivities
 from activities.types import PersistInput, StatusInput
-from infra import keys
+from infra.cache import keys
 from tests.integration.workflows.harness import (  # noqa: F401 - fixtures
     choice,
     fetch_all,

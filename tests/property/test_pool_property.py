@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.pools import PoolManager, PoolTimeoutError
+from infra.db.pools import PoolManager, PoolTimeoutError
 
 MIN_SIZE, MAX_SIZE = 1, 4
 

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.rubric import Question, rubric_hash
-from infra.exams_store import read_rubric_hash
-from infra.keys import rubric_hash_key, submission_key
-from infra.submissions_store import load_submission
+from infra.cache.keys import rubric_hash_key, submission_key
+from infra.stores.exams import read_rubric_hash
+from infra.stores.submissions import load_submission
 from tests.integration.api.conftest import (  # noqa: F401 - fixtures
     api_url,
     auth_headers,
@@ -56,7 +56,7 @@ async def test_new_rubric_hash_is_precomputed_and_served_from_cache(client, auth
                              headers=auth_headers(tenant_id))
     assert resp.status_code == 201, resp.text
     exam = resp.json()
-    from infra.cache import Cache
+    from infra.cache.copies import Cache
 
     cache = Cache(pools.redis, ttl_seconds=60)
     for sent, got in zip(questions, exam["questions"], strict=True):

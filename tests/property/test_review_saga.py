@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra import review_store
-from infra.cache import Cache
-from infra.keys import events_channel, submission_key
-from infra.review_saga import OverrideRequest, ReviewSaga, ReviewSagaSteps, SagaContext, SagaStatus
-from infra.submissions_store import read_submission
+from infra.cache.copies import Cache
+from infra.cache.keys import events_channel, submission_key
+from infra.sagas.review import OverrideRequest, ReviewSaga, ReviewSagaSteps, SagaContext, SagaStatus
+from infra.stores import review
+from infra.stores.submissions import read_submission
 from tests.integration.api.test_api_review import complete_submission
 from tests.integration.workflows.harness import choice, numeric, seed, text
 
@@ -115,7 +115,7 @@ async def drain(pubsub: Any, sid: str) -> list[dict[str, Any]]:
 
 async def run_saga(pools: Any, steps: ReviewSagaSteps, tenant_id: str, sid: str,
                    overrides: dict[str, tuple[float, str | None]]) -> Any:
-    target = await review_store.load_target(pools, tenant_id, sid)
+    target = await review.load_target(pools, tenant_id, sid)
     request = OverrideRequest(tenant_id, sid, "reviewer-1", overrides, target.version, reason="regrade")
     return await ReviewSaga(pools, steps=steps).run(request)
 
@@ -147,7 +147,7 @@ async def test_override_saga_is_all_or_compensated(pools, tenant_id, overrides, 
     finally:
         await pubsub.aclose()
     after = await db_state(pools, tenant_id, sid)
-    saga = await review_store.load_saga(pools, tenant_id, outcome.saga_id)
+    saga = await review.load_saga(pools, tenant_id, outcome.saga_id)
     assert saga["status"] == outcome.status
     executed = [(e["step"], e["outcome"]) for e in saga["steps"] if e.get("phase") == "execute"]
 
@@ -211,7 +211,7 @@ async def test_failed_compensation_needs_intervention(pools, tenant_id, case) ->
     else:
         steps = ConcurrentChange(pools, cache)
     outcome = await run_saga(pools, steps, tenant_id, sid, {"q2": (3.0, "full marks")})
-    saga = await review_store.load_saga(pools, tenant_id, outcome.saga_id)
+    saga = await review.load_saga(pools, tenant_id, outcome.saga_id)
     assert outcome.status == SagaStatus.NEEDS_INTERVENTION and saga["status"] == "needs_intervention"
     assert "injected" in saga["error"]
     failed = [e["step"] for e in saga["steps"] if e.get("phase") == "compensate" and e["outcome"] == "failed"]
@@ -232,5 +232,5 @@ async def test_saga_rows_are_tenant_scoped(pools, tenant_id) -> None:
     outcome = await run_saga(pools, ReviewSagaSteps(pools, cache), tenant_id, sid, {"q1": (1.0, None)})
     assert outcome.status == SagaStatus.COMPLETED
     other = f"{tenant_id}-other"
-    assert await review_store.load_saga(pools, other, outcome.saga_id) is None
-    assert await review_store.load_target(pools, other, sid) is None
+    assert await review.load_saga(pools, other, outcome.saga_id) is None
+    assert await review.load_target(pools, other, sid) is None

@@ -2,7 +2,7 @@
 """Properties 7 and 11 at the worker level, through the real API, real workers and real services.
 
 7. A rubric change (``PUT /v1/exams/{id}/questions/{qid}/rubric``) broadcasts an invalidation that
-   every worker's :class:`infra.rubric_cache.RubricCache` applies: each drops the exam, the next
+   every worker's :class:`infra.stores.rubrics.RubricCache` applies: each drops the exam, the next
    read returns the new version and hash, and a grading started after the change is graded with
    the new rubric (``grading_results.rubric_version`` and the score it gives).
 11. The hash a worker serves for a new rubric is the one precomputed at creation: equal to
@@ -25,10 +25,10 @@ from temporalio.worker import Worker
 from activities.agent import AgentActivities
 from activities.grading import GradingActivities
 from agents.rubric import Question, rubric_hash
-from infra import grading_store
-from infra.grading_store import Conn, ExamQuestions
-from infra.keys import rubric_hash_key
-from infra.rubric_cache import RubricCache
+from infra.cache.keys import rubric_hash_key
+from infra.stores import grading
+from infra.stores.grading import Conn, ExamQuestions
+from infra.stores.rubrics import RubricCache
 from tests.integration.api.conftest import (  # noqa: F401 - fixtures
     api_url,
     auth_headers,
@@ -53,7 +53,7 @@ class CountingLoader:
 
     async def __call__(self, conn: Conn, exam_id: str) -> ExamQuestions:
         self.calls += 1
-        return await grading_store.load_exam_questions(conn, exam_id)
+        return await grading.load_exam_questions(conn, exam_id)
 
 
 async def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

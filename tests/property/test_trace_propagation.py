@@ -27,11 +27,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.grading_starter import TRACE_KEY
-from infra.tracing import with_tracing
+from infra.observability.tracing import with_tracing
+from infra.temporal.starter import TRACE_KEY
 from tests.integration.api.conftest import auth_headers, exam_body  # noqa: F401
 from tests.integration.api.server import running_server
-from tests.integration.test_tracing import captured_logs, flush, provider, spans_of  # noqa: F401
+from tests.integration.infra.observability.test_tracing import captured_logs, flush, provider, spans_of  # noqa: F401
 from tests.integration.workflows.harness import gf_settings, grading_workers, saver  # noqa: F401
 from workflows.grading import GradingOutput
 

@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.grading import GradingActivities
 from activities.types import PersistInput, StatusInput, SubmissionRef
-from infra import keys
+from infra.cache import keys
 from tests.integration.workflows.harness import choice, numeric, seed, seed_exam, seed_submission, submission
 
 

@@ -23,7 +23,7 @@ AuthHeaders = Callable[..., dict[str, str]]
 @pytest.fixture
 def auth_headers(app_settings) -> AuthHeaders:
     """Factory: ``auth_headers(tenant_id)`` -> headers acting as that tenant (``admin`` unless ``roles``)."""
-    from infra.tokens import mint_token
+    from infra.security.tokens import mint_token
 
     def make(tenant_id: str, roles: tuple[str, ...] = ("admin",)) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(app_settings, tenant=tenant_id, roles=roles)}"}

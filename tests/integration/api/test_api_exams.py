@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from agents.rubric import Question, rubric_hash
-from infra.keys import exam_key, rubric_hash_key
+from infra.cache.keys import exam_key, rubric_hash_key
 from tests.integration.api.conftest import exam_body, question
 
 PROBLEM = "application/problem+json"

@@ -10,8 +10,8 @@ import httpx
 import psycopg
 import pytest
 
-from infra import grading_store
 from infra.constants import QUERY_PROGRESS
+from infra.stores import grading
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
 from tests.integration.api.server import running_server
 from tests.integration.workflows.harness import grading_workers, saver  # noqa: F401 - fixture
@@ -36,8 +36,8 @@ async def complete_submission(pools: Any, tenant_id: str, submission_id: str,
     rows = [{"question_id": q, "score": s, "max_points": m, "confidence": 0.9, "feedback": f"graded {q}",
              "grader": "test", "rubric_version": 1} for q, (s, m) in grades.items()]
     async with pools.transaction(tenant_id) as conn:
-        await grading_store.set_status(conn, submission_id, "grading")
-        await grading_store.save_results(conn, tenant_id=tenant_id, submission_id=submission_id, grades=rows,
+        await grading.set_status(conn, submission_id, "grading")
+        await grading.save_results(conn, tenant_id=tenant_id, submission_id=submission_id, grades=rows,
                                          status="completed", total=sum(s for s, _ in grades.values()),
                                          max_total=sum(m for _, m in grades.values()))
 

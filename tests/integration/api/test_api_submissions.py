@@ -8,7 +8,7 @@ import httpx
 import psycopg
 import pytest
 
-from infra.keys import submission_key
+from infra.cache.keys import submission_key
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
 from tests.integration.api.server import running_server
 

@@ -44,7 +44,7 @@ async def api(contract_url) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def bearer(app_settings) -> Bearer:
     """Factory: ``bearer(tenant, roles=..., sub=...)`` -> an ``Authorization`` header."""
-    from infra.tokens import ROLES, mint_token
+    from infra.security.tokens import ROLES, mint_token
 
     def make(tenant: str, roles: tuple[str, ...] = ROLES, sub: str = "caller-1", ttl: int = 3600) -> dict[str, str]:
         token = mint_token(app_settings, tenant=tenant, roles=roles, sub=sub, ttl_seconds=ttl)

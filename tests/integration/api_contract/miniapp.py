@@ -18,8 +18,8 @@ from api.auth import PrincipalDep, require_roles
 from api.middleware.idempotency import IdempotencyMiddleware
 from api.middleware.problem import problem_response
 from api.middleware.ratelimit import RateLimitMiddleware
-from infra.ratelimit import RateLimiter
-from infra.tokens import mint_token
+from infra.security.ratelimit import RateLimiter
+from infra.security.tokens import mint_token
 
 
 def build_app(settings: Any, pools: Any, limiter: RateLimiter | None, calls: list[dict]) -> FastAPI:

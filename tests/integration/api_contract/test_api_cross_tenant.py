@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from infra.keys import events_channel
+from infra.cache.keys import events_channel
 from tests.integration.api_contract.fixtures import create_exam, new_tenant, submission_body
 
 

@@ -21,7 +21,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from infra.tokens import ROLES, mint_token
+from infra.security.tokens import ROLES, mint_token
 from tests.integration.api.conftest import exam_body
 from tests.integration.api.server import running_server
 from tests.integration.api_contract.fixtures import GENEROUS, new_tenant

@@ -8,7 +8,7 @@ from datetime import timedelta
 import psycopg
 from temporalio.client import ScheduleIntervalSpec
 
-from infra.schedules import ensure_purge_schedule
+from infra.temporal.schedules import ensure_purge_schedule
 from tests.integration.api_contract.fixtures import run_purge
 from tests.integration.api_contract.miniapp import ensure_tenant
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from infra.listing import SUBMISSIONS, ListQuery, build_list_sql
+from infra.db.listing import SUBMISSIONS, ListQuery, build_list_sql
 
 ROWS = 100_000
 BULK_INSERT_SQL = """
@@ -61,10 +61,10 @@ def test_no_sequential_scan(services, big_tenant, query) -> None:
 
 
 async def test_slow_list_queries_are_logged_with_trace_id_and_counted(pools, big_tenant, caplog) -> None:
-    from infra.listing import SLOW_LIST_QUERIES, fetch_page
+    from infra.db.listing import SLOW_LIST_QUERIES, fetch_page
 
     before = SLOW_LIST_QUERIES.labels("submissions")._value.get()
-    with caplog.at_level("WARNING", logger="infra.listing"):
+    with caplog.at_level("WARNING", logger="infra.db.listing"):
         page = await fetch_page(pools, big_tenant, SUBMISSIONS, ListQuery(page_size=5), slow_ms=1e-6,
                                 trace_id="abc123")
     assert len(page.items) == 5 and page.next_cursor

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from infra.ratelimit import RateLimiter
+from infra.security.ratelimit import RateLimiter
 from tests.integration.api_contract.miniapp import bearer, build_app, ensure_tenant
 
 

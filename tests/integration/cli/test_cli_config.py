@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from infra.migrate import discover
+from infra.db.migrate import discover
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -55,7 +55,7 @@ def test_wrong_password_names_the_setting(services) -> None:  # type: ignore[no-
 
 
 def test_unreachable_redis_names_the_setting(services) -> None:  # type: ignore[no-untyped-def]
-    from infra.embedded import free_port
+    from infra.stack.embedded import free_port
 
     env = {**services.env(), "GRADEFLOW_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     result = _run(["relay"], env)

@@ -10,8 +10,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from infra.constants import EventType
-from infra.grading_starter import SUBMISSION_KEY, TENANT_KEY, TRACE_KEY, make_reconciler_handler, start_grading
-from infra.outbox import EventEnvelope
+from infra.events.outbox import EventEnvelope
+from infra.temporal.starter import SUBMISSION_KEY, TENANT_KEY, TRACE_KEY, make_reconciler_handler, start_grading
 from tests.integration.workflows.harness import choice, grader_calls, grading_workers, seed, submission
 from workflows.grading import GradingOutput
 

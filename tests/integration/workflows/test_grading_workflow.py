@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from infra import keys
+from infra.cache import keys
 from infra.constants import QUERY_PROGRESS, SIGNAL_EXTERNAL_EVENT, UPDATE_REVIEW
-from infra.grading_starter import start_grading
+from infra.temporal.starter import start_grading
 from tests.integration.workflows.harness import (
     choice,
     exams,

@@ -1,0 +1,183 @@
+"""``gradeflow dev``: the embedded stack plus every gradeflow process, supervised as one.
+
+Starts PostgreSQL, Redis and the Temporal dev server (with Web UI) under the data folder, applies
+migrations, then runs the API, both workers and the outbox relay as child processes. SIGINT or
+SIGTERM stops all of it within 10 s; a child that dies takes the rest down with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from infra.db.migrate import app_url_from_admin, migrate
+from infra.settings import Settings
+from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free
+
+DATABASE_NAME = "gradeflow"
+CHILD_STOP_SECONDS = 5.0
+CREATE_DATABASE_SQL = "CREATE DATABASE {name}"
+DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = %s"
+
+CHILDREN: list[tuple[str, list[str]]] = [
+    ("api", ["api"]),
+    ("worker-orchestration", ["worker", "--queue", "orchestration"]),
+    ("worker-cognitive", ["worker", "--queue", "cognitive"]),
+    ("relay", ["relay"]),
+]
+
+
+def _say(message: str) -> None:
+    print(f"[gradeflow] {message}", flush=True)
+
+
+def ensure_database(admin_url: str, name: str = DATABASE_NAME) -> str:
+    """Create database ``name`` if missing; return the admin URL pointing at it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute(DATABASE_EXISTS_SQL, (name,)).fetchone() is None:
+            conn.execute(sql.SQL(CREATE_DATABASE_SQL).format(name=sql.Identifier(name)))
+    parts = urlsplit(admin_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def child_env(settings: Settings, stack: EmbeddedStack, admin_url: str) -> dict[str, str]:
+    """Environment that points a gradeflow process at the embedded stack."""
+    env = dict(os.environ)
+    env.update(
+        GRADEFLOW_DATABASE_URL=app_url_from_admin(admin_url, settings.app_db_password),
+        GRADEFLOW_DATABASE_ADMIN_URL=admin_url,
+        GRADEFLOW_REDIS_URL=stack.redis_url,
+        GRADEFLOW_TEMPORAL_ADDRESS=stack.temporal_address,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def start_children(env: dict[str, str], *, log_dir: Path | None = None,
+                   cwd: Path | None = None) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the API, both workers and the relay (``gradeflow`` subcommands) with ``env``.
+
+    Args:
+        env: environment of the children (points them at the services).
+        log_dir: each child logs to ``log_dir/<name>.log``; ``None``: they share our stdout/stderr.
+        cwd: working directory of the children.
+
+    """
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, argv in CHILDREN:
+        out = open(log_dir / f"{name}.log", "ab") if log_dir else None  # noqa: SIM115 - closed below
+        try:
+            procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "infra.cli", *argv], env=env, cwd=cwd, stdout=out,
+                stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL if out else None,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if out:
+                out.close()
+    return procs
+
+
+def wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0, *,
+              log_dir: Path | None = None) -> None:
+    """Wait until ``url`` answers 200 while every child stays alive.
+
+    Raises:
+        EmbeddedStackError: a child exited (with its log's tail when ``log_dir`` is given) or the
+            URL did not answer within ``timeout``.
+
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = ""
+                if log_dir and (log_dir / f"{name}.log").exists():
+                    tail = ":\n" + (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise EmbeddedStackError(f"{name} exited with code {proc.returncode} during start-up{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise EmbeddedStackError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop_children(procs: dict[str, subprocess.Popen[bytes]], timeout: float = CHILD_STOP_SECONDS) -> None:
+    """SIGTERM every child, then kill what is still alive after ``timeout`` seconds."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"{name} did not stop in {timeout:g}s; killing it")
+            proc.kill()
+            proc.wait()
+
+
+def run_dev(settings: Settings) -> int:
+    """Run the whole platform on the embedded stack until SIGINT/SIGTERM; return the exit code."""
+    started = time.monotonic()
+    data_dir = Path(settings.data_dir).resolve()
+    stack = EmbeddedStack(
+        data_dir, settings.pg_port, settings.redis_port, settings.temporal_port, settings.temporal_ui_port,
+        durable=True, log=_say,
+    )
+    ensure_port_free(settings.api_port, "GRADEFLOW_API_PORT")
+    stop_requested = False
+
+    def _request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    _say(f"starting the embedded stack under {data_dir}")
+    stack.start()
+    try:
+        admin_url = ensure_database(stack.database_admin_url)
+        asyncio.run(migrate(admin_url, app_password=settings.app_db_password, log=_say))
+        env = child_env(settings, stack, admin_url)
+        procs.update(start_children(env))
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        wait_http(f"{api_url}/v1/health", procs)
+        elapsed = time.monotonic() - started
+        print(
+            "\n"
+            f"  gradeflow is running (started in {elapsed:.1f}s)\n"
+            f"    API             {api_url}\n"
+            f"    OpenAPI docs    {api_url}/docs\n"
+            f"    Temporal Web UI {stack.temporal_ui_url}\n"
+            f"    data            {data_dir}\n"
+            "  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while not stop_requested:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    _say(f"{name} exited with code {proc.returncode}; stopping everything")
+                    return 1
+            time.sleep(0.2)
+        _say("stopping")
+        return 0
+    finally:
+        stop_children(procs)
+        stack.stop(timeout=4.0)
+        _say(f"stopped after {time.monotonic() - started:.1f}s")

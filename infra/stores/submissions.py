@@ -1,0 +1,215 @@
+"""Submissions and their answers: the intake transaction and the read model served by the API.
+
+Intake (:func:`create_submission`) writes the submission, its answers and the outbox event
+``submission.received`` in one transaction, after validating every answer against the exam's
+current questions. Reads (:func:`read_submission`) go Redis first and back-fill from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from redis.exceptions import RedisError
+
+from agents.rubric import validate_answer
+from infra.cache.copies import Cache
+from infra.cache.keys import submission_key
+from infra.constants import EventType, SubmissionStatus, grading_workflow_id
+from infra.db.pools import PoolManager
+from infra.events.outbox import add_event
+from infra.stores.exams import ensure_tenant, load_questions, parse_uuid
+
+EXAM_EXISTS_SQL = "SELECT id FROM exams WHERE id = %s"
+INSERT_SUBMISSION_SQL = """
+INSERT INTO submissions (id, tenant_id, exam_id, student_id, external_id, status, max_total,
+                         workflow_id, trace_id)
+VALUES (%(id)s, %(tenant_id)s, %(exam_id)s, %(student_id)s, %(external_id)s, %(status)s, %(max_total)s,
+        %(workflow_id)s, %(trace_id)s)
+ON CONFLICT (tenant_id, exam_id, student_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
+RETURNING id"""
+SELECT_BY_EXTERNAL_SQL = """
+SELECT id, workflow_id, trace_id, status FROM submissions
+ WHERE exam_id = %s AND student_id = %s AND external_id = %s"""
+INSERT_ANSWER_SQL = """
+INSERT INTO answers (submission_id, question_id, tenant_id, answer)
+VALUES (%(submission_id)s, %(question_id)s, %(tenant_id)s, %(answer)s)"""
+SELECT_SUBMISSION_SQL = """
+SELECT id, exam_id, student_id, external_id, status, total, max_total, workflow_id, trace_id, error,
+       version, created_at, updated_at, graded_at
+  FROM submissions WHERE id = %s"""
+SELECT_RESULTS_SQL = """
+SELECT question_id, score, max_points, confidence, feedback, grader, criteria_met, criteria_missed,
+       rubric_version, flagged, overridden
+  FROM grading_results WHERE submission_id = %s ORDER BY question_id"""
+SELECT_STATUS_SQL = "SELECT status, workflow_id FROM submissions WHERE id = %s"
+COUNT_BY_STATUS_SQL = "SELECT status, count(*) AS n FROM submissions WHERE exam_id = %s GROUP BY status"
+
+
+VIEW_KEYS = frozenset({"id", "exam_id", "student_id", "status", "workflow_id", "trace_id", "created_at",
+                       "updated_at", "results"})
+"""Keys every read-model copy must have (see :func:`submission_view`)."""
+
+
+class ExamNotFoundError(LookupError):
+    """The submission names an exam that does not exist for this tenant."""
+
+
+@dataclass
+class AnswerErrors(ValueError):
+    """Answers that do not fit the exam; each entry is ``{field, message}``."""
+
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e['field']}: {e['message']}" for e in self.errors)
+
+
+@dataclass(frozen=True)
+class CreatedSubmission:
+    """What the intake transaction committed."""
+
+    submission_id: str
+    """New (or, for a repeated ``external_id``, existing) submission id."""
+    workflow_id: str
+    """``grade-<submission_id>``."""
+    trace_id: str
+    """Trace id carried to the workflow."""
+    status: str
+    """Status at reply time (``queued`` for a new submission)."""
+    created: bool
+    """``False`` when ``external_id`` matched an earlier submission (nothing new stored)."""
+
+
+def _num(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str, student_id: str,
+                            answers: dict[str, Any], trace_id: str,
+                            external_id: str | None = None) -> CreatedSubmission:
+    """Validate and store a submission, its answers and ``submission.received`` in one transaction.
+
+    Raises:
+        ExamNotFoundError: unknown exam (or another tenant's).
+        AnswerErrors: answers to unknown questions or of the wrong type; nothing is stored.
+
+    """
+    eid = parse_uuid(exam_id)
+    if eid is None:
+        raise ExamNotFoundError(exam_id)
+    sid = uuid.uuid4()
+    workflow_id = grading_workflow_id(str(sid))
+    async with pools.transaction(tenant_id) as conn:
+        if await (await conn.execute(EXAM_EXISTS_SQL, (eid,))).fetchone() is None:
+            raise ExamNotFoundError(exam_id)
+        questions = {s.question.id: s.question for s in await load_questions(conn, eid)}
+        normalised, problems = {}, []
+        for qid, raw in answers.items():
+            if qid not in questions:
+                problems.append({"field": f"answers.{qid}", "message": "unknown question for this exam"})
+                continue
+            try:
+                normalised[qid] = validate_answer(questions[qid], raw)
+            except ValueError as exc:
+                problems.append({"field": f"answers.{qid}", "message": str(exc)})
+        if problems:
+            raise AnswerErrors(problems)
+        await ensure_tenant(conn, tenant_id)
+        cur = await conn.execute(INSERT_SUBMISSION_SQL, {
+            "id": sid, "tenant_id": tenant_id, "exam_id": eid, "student_id": student_id,
+            "external_id": external_id, "status": SubmissionStatus.QUEUED.value,
+            "max_total": sum(q.max_points for q in questions.values()), "workflow_id": workflow_id,
+            "trace_id": trace_id})
+        if await cur.fetchone() is None:
+            cur = await conn.execute(SELECT_BY_EXTERNAL_SQL, (eid, student_id, external_id))
+            old = await cur.fetchone()
+            if old is None:  # the INSERT conflicted, so the submission with this external id exists
+                raise RuntimeError(f"submission {external_id!r} conflicted on insert but was not found")
+            return CreatedSubmission(str(old["id"]), old["workflow_id"], old["trace_id"], old["status"], False)
+        async with conn.cursor() as cur:
+            await cur.executemany(INSERT_ANSWER_SQL, [
+                {"submission_id": sid, "question_id": qid, "tenant_id": tenant_id, "answer": Jsonb(a)}
+                for qid, a in normalised.items()])
+        await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_RECEIVED.value,
+                        target_type="submission", target_id=str(sid),
+                        payload={"submission_id": str(sid), "exam_id": exam_id, "student_id": student_id,
+                                 "trace_id": trace_id},
+                        trace_id=trace_id, correlation_id=str(sid))
+    return CreatedSubmission(str(sid), workflow_id, trace_id, SubmissionStatus.QUEUED.value, True)
+
+
+def submission_view(row: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build the JSON read model of a submission (the API reply and the Redis hot copy)."""
+    return {
+        "id": str(row["id"]), "exam_id": str(row["exam_id"]), "student_id": row["student_id"],
+        "external_id": row["external_id"], "status": row["status"], "total": _num(row["total"]),
+        "max_total": _num(row["max_total"]), "workflow_id": row["workflow_id"], "trace_id": row["trace_id"],
+        "error": row["error"], "version": row["version"], "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "graded_at": row["graded_at"].isoformat() if row["graded_at"] else None,
+        "results": [
+            {"question_id": r["question_id"], "score": _num(r["score"]), "max_points": _num(r["max_points"]),
+             "confidence": r["confidence"], "feedback": r["feedback"], "grader": r["grader"],
+             "criteria_met": r["criteria_met"], "criteria_missed": r["criteria_missed"],
+             "rubric_version": r["rubric_version"], "flagged": r["flagged"], "overridden": r["overridden"]}
+            for r in results
+        ],
+    }
+
+
+async def load_submission(pools: PoolManager, tenant_id: str, submission_id: str) -> dict[str, Any] | None:
+    """Read a submission with its results from PostgreSQL (``None`` when unknown)."""
+    sid = parse_uuid(submission_id)
+    if sid is None:
+        return None
+    async with pools.transaction(tenant_id) as conn:
+        row = await (await conn.execute(SELECT_SUBMISSION_SQL, (sid,))).fetchone()
+        if row is None:
+            return None
+        results = await (await conn.execute(SELECT_RESULTS_SQL, (sid,))).fetchall()
+    return submission_view(row, results)
+
+
+async def read_submission(pools: PoolManager, cache: Cache, tenant_id: str,
+                          submission_id: str) -> tuple[dict[str, Any] | None, str]:
+    """Read a submission Redis first, PostgreSQL on a miss (back-filled); returns (view, cache source).
+
+    A hot copy lacking fields of the read model (a partial copy written by another writer) is
+    treated as a miss: PostgreSQL answers and the full view replaces it.
+    """
+    if parse_uuid(submission_id) is None:
+        return None, "database"
+    key = submission_key(tenant_id, submission_id)
+    view, source = await cache.read_through(key, lambda: load_submission(pools, tenant_id, submission_id))
+    if source == "cache" and isinstance(view, dict) and not VIEW_KEYS <= view.keys():
+        view = await load_submission(pools, tenant_id, submission_id)
+        source = "database"
+        if view is not None:
+            try:
+                await cache.set_json(key, view)
+            except (RedisError, OSError):
+                source = "database-degraded"
+    return view, source
+
+
+async def load_status(pools: PoolManager, tenant_id: str, submission_id: str) -> dict[str, Any] | None:
+    """Return ``{status, workflow_id}`` of a submission from PostgreSQL (``None`` when unknown)."""
+    sid = parse_uuid(submission_id)
+    if sid is None:
+        return None
+    async with pools.transaction(tenant_id) as conn:
+        return await (await conn.execute(SELECT_STATUS_SQL, (sid,))).fetchone()
+
+
+async def count_by_status(pools: PoolManager, tenant_id: str, exam_id: str) -> dict[str, int]:
+    """Count an exam's submissions per status (the exam live feed's snapshot)."""
+    eid = parse_uuid(exam_id)
+    if eid is None:
+        return {}
+    async with pools.transaction(tenant_id) as conn:
+        rows = await (await conn.execute(COUNT_BY_STATUS_SQL, (eid,))).fetchall()
+    return {r["status"]: r["n"] for r in rows}

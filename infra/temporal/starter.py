@@ -1,0 +1,119 @@
+"""Start a submission's ``GradingWorkflow`` exactly once (API after commit, outbox reconciler).
+
+The workflow id is ``grade-<submission_id>``. ``USE_EXISTING`` makes a start while one is running
+return that run; ``REJECT_DUPLICATE`` makes a start after it finished fail with
+``WorkflowAlreadyStartedError``, which is treated as "already started": a finished grading is
+never re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from infra.constants import (
+    ORCHESTRATION_QUEUE,
+    SEARCH_ATTR_SUBMISSION,
+    SEARCH_ATTR_TENANT,
+    SEARCH_ATTR_TRACE,
+    EventType,
+    grading_workflow_id,
+)
+from infra.observability.tracing import trace_context, with_tracing
+from workflows.grading import GradingInput, GradingWorkflow
+
+logger = logging.getLogger(__name__)
+
+TENANT_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_TENANT)
+TRACE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_TRACE)
+SUBMISSION_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_SUBMISSION)
+
+
+def grading_input(*, submission_id: str, tenant_id: str, exam_id: str, trace_id: str,
+                  settings: Any = None, **overrides: Any) -> GradingInput:
+    """Build a :class:`GradingInput`, taking timeouts from settings when given."""
+    values: dict[str, Any] = {}
+    if settings is not None:
+        values = {"heartbeat_timeout_s": settings.heartbeat_timeout, "agent_timeout_s": settings.agent_timeout,
+                  "review_deadline_s": settings.review_deadline}
+    values.update(overrides)
+    return GradingInput(submission_id=submission_id, tenant_id=tenant_id, exam_id=exam_id,
+                        trace_id=trace_id, **values)
+
+
+async def start_grading(client: Client, *, submission_id: str, tenant_id: str, exam_id: str, trace_id: str,
+                        settings: Any = None, task_queue: str = ORCHESTRATION_QUEUE,
+                        **overrides: Any) -> str:
+    """Start (or find) the grading workflow of a submission.
+
+    Args:
+        client: Temporal client.
+        submission_id: Submission to grade.
+        tenant_id: Its tenant (memo + ``TenantId`` search attribute).
+        exam_id: Its exam.
+        trace_id: Request trace id (memo + ``TraceId`` search attribute).
+        settings: Optional settings supplying the timeouts.
+        task_queue: Orchestration task queue (tests pass their own).
+        **overrides: Extra :class:`GradingInput` fields (e.g. ``cognitive_queue``).
+
+    Returns:
+        The workflow id, whether this call started it or it already existed / finished.
+
+    """
+    workflow_id = grading_workflow_id(submission_id)
+    inp = grading_input(submission_id=submission_id, tenant_id=tenant_id, exam_id=exam_id,
+                        trace_id=trace_id, settings=settings, **overrides)
+    try:
+        await client.start_workflow(
+            GradingWorkflow.run, inp, id=workflow_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"trace_id": trace_id, "tenant_id": tenant_id},
+            static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(TENANT_KEY, tenant_id),
+                SearchAttributePair(TRACE_KEY, trace_id),
+                SearchAttributePair(SUBMISSION_KEY, submission_id),
+            ]),
+        )
+    except WorkflowAlreadyStartedError:
+        logger.info("grading %s already ran; not starting it again", workflow_id)
+    return workflow_id
+
+
+def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_QUEUE, settings: Any = None,
+                            **overrides: Any) -> Callable[[Any], Awaitable[None]]:
+    """Build the outbox relay handler that starts gradings for ``submission.received`` events.
+
+    The handler reads ``submission_id``, ``exam_id`` and ``trace_id`` from the event payload
+    (falling back to the envelope's ``target_id`` and ``trace_id``); other event types are ignored.
+    Starting is idempotent, so redelivered events are harmless. ``overrides`` are passed on to
+    :func:`start_grading` (e.g. ``cognitive_queue``). Starts go through a traced copy of ``client``
+    under the stored trace id, so the workflow, its activities and graph nodes continue that trace.
+    """
+    client = with_tracing(client)
+
+    async def handle(event: Any) -> None:
+        if event.event_type != EventType.SUBMISSION_RECEIVED:
+            return
+        payload = event.payload or {}
+        submission_id = str(payload.get("submission_id") or event.target_id)
+        exam_id = str(payload.get("exam_id") or "")
+        trace_id = str(payload.get("trace_id") or event.trace_id or "")
+        with trace_context(trace_id):  # no request span here: the workflow's spans continue the stored trace
+            await start_grading(client, submission_id=submission_id, tenant_id=event.tenant_id,
+                                exam_id=exam_id, trace_id=trace_id, settings=settings, task_queue=task_queue,
+                                **overrides)
+
+    return handle
