@@ -22,8 +22,10 @@ INSERT INTO event_outbox (event_id, tenant_id, event_type, actor_id, target_type
                           trace_id, correlation_id, causation_id, payload)
 VALUES (%(event_id)s, %(tenant_id)s, %(event_type)s, %(actor_id)s, %(target_type)s, %(target_id)s,
         %(version)s, %(trace_id)s, %(correlation_id)s, %(causation_id)s, %(payload)s)
+ON CONFLICT (event_id) DO NOTHING
 RETURNING occurred_at
 """
+EXISTING_EVENT_SQL = "SELECT * FROM event_outbox WHERE event_id = %s"
 
 MARK_CONSUMED_SQL = """
 INSERT INTO consumed_events (event_id, consumer, tenant_id) VALUES (%s, %s, %s)
@@ -119,10 +121,13 @@ async def add_event(
         trace_id: request trace id.
         correlation_id: business-flow id.
         causation_id: id of the causing event or command.
-        event_id: explicit id (uuid string); a new uuid4 by default.
+        event_id: explicit id (uuid string); a new uuid4 by default. Activities pass an id derived
+            from the workflow and the state change (:func:`derived_event_id`), so a re-run of the
+            activity writes nothing new: the event already stored is kept and returned as it is.
 
     Returns:
-        The envelope as stored, with the database's ``occurred_at``.
+        The envelope as stored, with the database's ``occurred_at`` (the first one stored, for a
+        repeated ``event_id``).
 
     """
     envelope_id = str(uuid.UUID(event_id)) if event_id else str(uuid.uuid4())
@@ -134,13 +139,32 @@ async def add_event(
     }
     cur = await conn.execute(INSERT_EVENT_SQL, params, prepare=False)
     row = await cur.fetchone()
-    assert row is not None
+    if row is None:  # this event id is stored already (a re-run): the stored event stands
+        cur = await conn.execute(EXISTING_EVENT_SQL, (envelope_id,), prepare=False)
+        existing = await cur.fetchone()
+        assert existing is not None
+        return EventEnvelope.from_row(existing if isinstance(existing, dict) else dict(zip(
+            [c.name for c in cur.description or []], existing, strict=True)))
     occurred_at = row["occurred_at"] if isinstance(row, dict) else row[0]
     return EventEnvelope(
         event_id=envelope_id, event_type=event_type, tenant_id=tenant_id, actor_id=actor_id,
         target_type=target_type, target_id=str(target_id), version=version, occurred_at=occurred_at,
         trace_id=trace_id, correlation_id=correlation_id, causation_id=causation_id, payload=dict(payload),
     )
+
+
+EVENT_ID_NAMESPACE = uuid.UUID("5b0e8f7c-3f4e-4d8a-9a51-6f1d2c9e7a10")
+"""Namespace of :func:`derived_event_id` (fixed forever: changing it changes every derived id)."""
+
+
+def derived_event_id(*parts: object) -> str:
+    """A deterministic event id (uuid5) from what identifies a state change.
+
+    Activities derive their events' ids from the workflow and the change (e.g. workflow id, run id,
+    event type, target status), so a retried or re-run activity emits the same event id and
+    consumers deduplicating by id see one change once.
+    """
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
 
 async def mark_consumed(conn: psycopg.AsyncConnection[Any], event_id: str, consumer: str,
