@@ -1,9 +1,17 @@
 """The cognitive activity: run the LangGraph grading agent durably (task queue ``cognitive``).
 
 ``run_grading_agent`` checkpoints on thread ``activity.info().workflow_run_id``. On a retry it
-resumes from the latest loadable checkpoint (``ainvoke(None, ...)`` semantics, streamed); with no
-checkpoint it starts afresh on the same thread; with a corrupt one it starts afresh on a new thread
-``<run_id>:fresh-<attempt>`` and says why in its output and logs. While the graph runs it
+resumes from the latest loadable checkpoint (``ainvoke(None, ...)`` semantics, streamed), trying
+first the thread an earlier run reported (``AgentInput.resume_thread_id``, e.g. the previous
+workflow run's after an operator's retry); with no checkpoint it starts afresh on the same thread;
+with a corrupt one it starts afresh on a new thread ``<run_id>:fresh-<attempt>`` and says why in its
+output and logs. Each run has a checkpointer of its own on the shared pool, so a finished question
+is in the checkpoint within milliseconds instead of queueing behind other gradings' writes.
+
+Errors: a dependency outage (PostgreSQL, Redis, a checkpoint store that cannot be reached) is
+raised as is, and Temporal retries it; a checkpoint store that refuses writes is
+``CheckpointWriteError``; any other failure is a real grading error, ``GradingError``
+(non-retryable here: the workflow spends its error budget on it and starts a new run). While the graph runs it
 heartbeats after every node and from a ticker (at most every half heartbeat timeout, so a long
 model call does not time the activity out), signals compact progress to its workflow and
 publishes it on the tenant's Redis channel.
@@ -29,6 +37,7 @@ from agents.context import GradingContext
 from agents.graph import GRADE_QUESTION, build_grading_graph
 from agents.state import QuestionGrade
 from infra.constants import SIGNAL_AGENT_PROGRESS
+from infra.db.errors import is_outage
 from infra.db.pools import PoolManager
 from infra.events import live
 from infra.stores import grading
@@ -106,14 +115,17 @@ class AgentActivities:
         self.grade_hook = grade_hook
         self.grade_delay = grade_delay
 
-    async def choose_start(self, run_id: str, attempt: int) -> StartPoint:
-        """Decide the thread and whether to resume, newest fresh thread first."""
-        if attempt <= 1:
+    async def choose_start(self, run_id: str, attempt: int, *, resume_thread_id: str = "",
+                           saver: GradeflowSaver | None = None) -> StartPoint:
+        """Decide the thread and whether to resume: the reported thread first, then newest fresh thread first."""
+        if attempt <= 1 and not resume_thread_id:
             return StartPoint(run_id, False, "first attempt")
         candidates = [f"{run_id}{FRESH_THREAD_SUFFIX}{a}" for a in range(attempt - 1, 1, -1)] + [run_id]
+        if resume_thread_id:
+            candidates = [resume_thread_id, *(c for c in candidates if c != resume_thread_id)]
         for thread_id in candidates:
             try:
-                point = await load_resume_point(self.saver, thread_id)
+                point = await load_resume_point(saver or self.saver, thread_id)
             except CorruptCheckpointError as exc:
                 fresh = f"{run_id}{FRESH_THREAD_SUFFIX}{attempt}"
                 return StartPoint(fresh, False, f"corrupt checkpoint on {thread_id}: {exc.reason}")
@@ -128,11 +140,23 @@ class AgentActivities:
 
         Raises:
             ApplicationError: ``CheckpointWriteError`` (non-retryable) when checkpoint writes keep
-                failing; ``SubmissionNotFound`` (non-retryable).
+                failing; ``GradingError`` (non-retryable) for any other failure that is not an
+                outage; ``SubmissionNotFound`` (non-retryable). Outages are raised as they are.
 
         """
+        try:
+            return await self._run(inp)
+        except Exception as exc:
+            error = _classify(exc, {"trace_id": inp.trace_id, "submission_id": inp.submission_id,
+                                    "tenant_id": inp.tenant_id})
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _run(self, inp: AgentInput) -> AgentOutput:
         info = activity.info()
-        run_id, attempt = info.workflow_run_id or info.activity_id, info.attempt
+        run_id, attempt = info.workflow_run_id or info.activity_id, inp.attempt_base + info.attempt
+        saver = self.saver.for_run() if isinstance(self.saver, GradeflowSaver) else self.saver
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
                 inputs = await grading.load_grading_inputs(
@@ -145,14 +169,14 @@ class AgentActivities:
         ctx = GradingContext(submission_id=inp.submission_id, tenant_id=inp.tenant_id, trace_id=inp.trace_id,
                              questions=inputs.questions, answers=inputs.answers,
                              low_confidence_threshold=threshold)
-        start = await self.choose_start(run_id, attempt)
+        start = await self.choose_start(run_id, attempt, resume_thread_id=inp.resume_thread_id, saver=saver)
         log_extra = {"trace_id": inp.trace_id, "submission_id": inp.submission_id, "tenant_id": inp.tenant_id}
         logger.info("agent attempt %d on thread %s: %s", attempt, start.thread_id, start.reason, extra=log_extra)
 
         # Not LangGraph's ``max_concurrency``: its semaphore also gates the checkpointer's
         # put_writes, so finished questions would stay unsaved until the whole step ends.
         slots = asyncio.Semaphore(inp.max_concurrency) if inp.max_concurrency else None
-        graph = build_grading_graph(self.saver, model=self.model,
+        graph = build_grading_graph(saver, model=self.model,
                                     on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
         config: RunnableConfig = {"configurable": {"thread_id": start.thread_id}}
         tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
@@ -182,13 +206,6 @@ class AgentActivities:
                 activity.heartbeat(tracker.details())
                 await self._report(inp, tracker)
             state = (await graph.aget_state(config)).values
-        except Exception as exc:
-            write_error = _find(exc, CheckpointWriteError)
-            if write_error is not None:
-                logger.error("checkpoint writes failed: %s", write_error, extra=log_extra)
-                raise ApplicationError(str(write_error), type="CheckpointWriteError",
-                                       non_retryable=True) from exc
-            raise
         finally:
             ticker.cancel()
         tracker.progress.finished = True
@@ -257,6 +274,21 @@ class AgentActivities:
             flagged=flagged, status=str(state.get("status", "graded")), resumed=start.resume,
             resume_reason=start.reason, thread_id=start.thread_id, attempt=attempt,
         )
+
+
+def _classify(exc: Exception, log_extra: dict[str, Any]) -> Exception:
+    """The error to raise for a failed run: the outage as is, or a non-retryable grading failure."""
+    if isinstance(exc, ApplicationError):
+        return exc
+    if is_outage(exc):
+        logger.warning("agent run interrupted by an outage (retried): %r", exc, extra=log_extra)
+        return exc
+    write_error = _find(exc, CheckpointWriteError)
+    if write_error is not None:
+        logger.error("checkpoint writes failed: %s", write_error, extra=log_extra)
+        return ApplicationError(str(write_error), type="CheckpointWriteError", non_retryable=True)
+    logger.exception("grading failed", extra=log_extra)
+    return ApplicationError(f"{type(exc).__name__}: {exc}", type="GradingError", non_retryable=True)
 
 
 def _find(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:

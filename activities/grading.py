@@ -24,11 +24,11 @@ from activities.types import (
     SubmissionRef,
 )
 from infra.cache import keys
-from infra.cache.copies import Cache, write_through
+from infra.cache.copies import Cache
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events import live
-from infra.events.outbox import add_event
+from infra.events.outbox import add_event, derived_event_id
 from infra.stores import grading, submissions
 from infra.stores.rubrics import RubricCache, questions_loader
 
@@ -84,6 +84,8 @@ class GradingActivities:
                         payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"],
                                  "exam_id": inputs.submission["exam_id"]},
                         trace_id=ref.trace_id or None,
+                        event_id=_change_id(ref.submission_id, EventType.SUBMISSION_STATUS,
+                                            SubmissionStatus.GRADING),
                     )
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
@@ -99,10 +101,13 @@ class GradingActivities:
 
     @activity.defn
     async def persist_grading_result(self, inp: PersistInput) -> PersistOutput:
-        """Store results, status and an outbox event in one transaction; then cache and notify.
+        """Store results, status and an outbox event in one transaction; then the hot copy and a notification.
 
-        The submission view is written through to Redis: if the database transaction fails, the
-        cache entry is compensated (restored/deleted) by :func:`infra.cache.copies.write_through`.
+        PostgreSQL first, always: the transaction commits whatever Redis does. The hot copy is written
+        after the commit, guarded by the row version (an older copy never overwrites a newer one); if
+        Redis is down the copy is left to the outbox relay, which drops it once Redis answers (the
+        ``submission.graded`` event carries the committed version). A re-run (retry after a lost reply)
+        writes the same rows and the same event id, so nothing is duplicated.
 
         Raises:
             ApplicationError: ``InvalidResult`` (non-retryable) when a constraint or the status
@@ -110,11 +115,7 @@ class GradingActivities:
 
         """
         status = SubmissionStatus.NEEDS_REVIEW if inp.flagged else SubmissionStatus.COMPLETED
-        results = [{**g, "overridden": False} for g in inp.grades]
-        view = {"id": inp.submission_id, "tenant_id": inp.tenant_id, "status": status,
-                "total": inp.total, "max_total": inp.max_total, "flagged": inp.flagged, "results": results}
-
-        async def db_write() -> dict[str, Any]:
+        try:
             async with self.pools.transaction(inp.tenant_id) as conn:
                 row = await grading.save_results(
                     conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id, grades=inp.grades,
@@ -127,12 +128,8 @@ class GradingActivities:
                              "exam_id": row["exam_id"],
                              "flagged": inp.flagged},
                     trace_id=inp.trace_id or None,
+                    event_id=_change_id(inp.submission_id, EventType.SUBMISSION_GRADED, status),
                 )
-                return row
-
-        try:
-            row = await write_through(self._cache(), keys.submission_key(inp.tenant_id, inp.submission_id),
-                                      view, db_write)
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except PERMANENT_DB_ERRORS as exc:
@@ -170,6 +167,7 @@ class GradingActivities:
                         event_type=EventType.SUBMISSION_REVIEWED if inp.actor_id else EventType.SUBMISSION_STATUS,
                         version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
                         payload=payload,
+                        event_id=_change_id(inp.submission_id, "set_status", row["status"], inp.actor_id or ""),
                     )
                 after = await grading.load_submission(conn, inp.submission_id)
         except grading.SubmissionNotFoundError as exc:
@@ -205,6 +203,8 @@ class GradingActivities:
                         payload={"status": SubmissionStatus.NEEDS_INTERVENTION, "from": before["status"],
                                  "exam_id": before["exam_id"],
                                  "error": inp.error}, trace_id=inp.trace_id or None,
+                        event_id=_change_id(inp.submission_id, EventType.SUBMISSION_STATUS,
+                                            SubmissionStatus.NEEDS_INTERVENTION),
                     )
                 else:
                     logger.warning("submission %s is %s; not marking needs_intervention (%s)",
@@ -219,13 +219,13 @@ class GradingActivities:
         return StatusOutput(status=row["status"], changed=True)
 
     async def _refresh_view(self, tenant_id: str, submission_id: str) -> None:
-        """Replace the hot copy with the committed read model (the same view the API serves)."""
+        """Replace the hot copy with the committed read model (version-guarded); never raises.
+
+        A copy that cannot be written is dropped if possible; if Redis is down altogether, the outbox
+        relay drops it once Redis answers (see :func:`infra.stores.submissions.copy_repair_handler`).
+        """
         try:
-            view = await submissions.load_submission(self.pools, tenant_id, submission_id)
-            if view is None:
-                await self._invalidate(tenant_id, submission_id)
-                return
-            await self._cache().set_json(keys.submission_key(tenant_id, submission_id), view)
+            await submissions.refresh_copy(self.pools, self._cache(), tenant_id, submission_id)
         except Exception as exc:  # noqa: BLE001 - the database is the truth; drop the stale copy
             logger.warning("cache refresh of %s failed: %r", submission_id, exc)
             await self._invalidate(tenant_id, submission_id)
@@ -233,5 +233,18 @@ class GradingActivities:
     async def _invalidate(self, tenant_id: str, submission_id: str) -> None:
         try:
             await self.pools.redis.delete(keys.submission_key(tenant_id, submission_id))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - repaired by the relay (copy_repair_handler)
             logger.warning("cache invalidation of %s failed: %r", submission_id, exc)
+
+
+def _change_id(submission_id: str, *change: str) -> str | None:
+    """Deterministic event id of a state change made by this activity's workflow run.
+
+    Derived from the workflow id, run id, submission and the change, so a retried or re-run
+    activity emits the same event id. Outside an activity (no workflow), a fresh id is used.
+    """
+    try:
+        info = activity.info()
+    except RuntimeError:
+        return None
+    return derived_event_id(info.workflow_id or "", info.workflow_run_id or "", submission_id, *change)

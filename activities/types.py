@@ -53,6 +53,10 @@ class AgentInput:
     """Questions finished at once: bounds the per-question completion work (test hooks, the
     grader_calls row) with a semaphore, so questions complete one by one with ``1``. Model calls
     themselves are not bounded by it. ``None``: no limit."""
+    attempt_base: int = 0
+    """Attempts made by earlier agent runs of this workflow (the attempt number continues from it)."""
+    resume_thread_id: str = ""
+    """Checkpoint thread an earlier run (or an earlier workflow run) last reported; tried first on resume."""
 
 
 @dataclass

@@ -115,6 +115,21 @@ class GradeflowSaver(AsyncPostgresSaver):
         super().__init__(conn, pipe=pipe, serde=serde or make_serde())
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
+        self._serde_arg = serde
+
+    def for_run(self) -> GradeflowSaver:
+        """A saver of its own for one agent run, on the same pool.
+
+        ``AsyncPostgresSaver`` serialises every read and write of one instance behind one
+        ``asyncio.Lock``; concurrent agent runs sharing a saver would queue their checkpoint writes
+        behind each other (finished questions waiting seconds, lost by a SIGKILL). Each run gets its
+        own lock; connections still come from the shared pool. A saver on a single connection (not a
+        pool) is returned as is.
+        """
+        if not isinstance(self.conn, AsyncConnectionPool):
+            return self
+        return GradeflowSaver(self.conn, serde=self._serde_arg, max_attempts=self.max_attempts,
+                              backoff_seconds=self.backoff_seconds)
 
     async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         last: Exception | None = None

@@ -12,6 +12,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -117,16 +118,26 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
 
     from redis.asyncio import Redis
 
-    from infra.constants import EventType
+    from infra.cache.copies import Cache
+    from infra.constants import SUBMISSION_EVENTS, EventType
     from infra.events.external import ExternalEventBridge
     from infra.events.relay import run_relay
     from infra.stack.preflight import connect_temporal
+    from infra.stores.submissions import copy_repair_handler
     from infra.temporal.starter import make_reconciler_handler
 
     client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
-    handlers = {EventType.SUBMISSION_RECEIVED.value: make_reconciler_handler(client, settings=settings)}
     stop = asyncio.Event()
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+    repair = copy_repair_handler(Cache(redis, ttl_seconds=settings.cache_ttl_seconds))
+    reconcile = make_reconciler_handler(client, settings=settings)
+    handlers = {event_type.value: repair for event_type in SUBMISSION_EVENTS}
+
+    async def repair_and_reconcile(event: Any) -> None:
+        await repair(event)
+        await reconcile(event)
+
+    handlers[EventType.SUBMISSION_RECEIVED.value] = repair_and_reconcile
     bridge = ExternalEventBridge(redis, client, consumer_name=f"relay-{socket.gethostname()}-{os.getpid()}")
     bridge_task = asyncio.create_task(bridge.run(stop), name="external-event-bridge")
     try:

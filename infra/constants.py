@@ -50,3 +50,8 @@ class EventType(StrEnum):
     SUBMISSION_REVIEWED = "submission.reviewed"
     GRADING_PROGRESS = "grading.progress"
     RUBRIC_CHANGED = "rubric.changed"
+
+
+SUBMISSION_EVENTS = (EventType.SUBMISSION_RECEIVED, EventType.SUBMISSION_STATUS, EventType.SUBMISSION_GRADED,
+                     EventType.SUBMISSION_REVIEWED)
+"""Outbox events of the submission aggregate (each carries the row version it committed)."""

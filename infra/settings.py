@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     """Heartbeat timeout of the grading agent activity, seconds."""
     agent_timeout: float = Field(default=900.0, gt=0)
     """Start-to-close timeout of the grading agent activity, seconds."""
+    agent_max_attempts: int = Field(default=3, ge=1)
+    """Agent runs a grading may spend on real grading errors (a worker crash or an outage never counts)."""
+    outage_retry_timeout: float = Field(default=6 * 3600.0, gt=0)
+    """Seconds activities keep retrying through an outage of PostgreSQL, Redis, Temporal or a worker."""
+    retry_max_interval: float = Field(default=30.0, gt=0)
+    """Longest wait between two retries of an activity, seconds."""
     review_deadline: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Seconds a needs_review submission waits for a reviewer before it is escalated."""
     progress_signal_interval: float = Field(default=0.5, ge=0)

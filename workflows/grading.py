@@ -3,8 +3,14 @@
 Deterministic code only: every I/O is an activity; time comes from ``workflow.now()``. The
 ``get_progress`` query shows the stage, a percentage and the agent's latest compact progress
 (questions done, node, checkpoint id, attempt), fed by the agent's ``agent_progress`` signals.
-A non-retryable failure marks the submission ``needs_intervention`` (error recorded) and fails
-the workflow with a non-retryable error.
+
+Faults are normal: activities retry through an outage of PostgreSQL, Redis, Temporal or a worker for
+``outage_retry_timeout_s`` (bounded by time, not by a handful of attempts), and a crashed cognitive
+worker (heartbeat timeout) is retried without limit inside that time. Only real grading errors
+(``GradingError`` from the agent) spend the ``agent_max_attempts`` budget; each new agent run resumes
+from the checkpoint of the one before. A non-retryable failure marks the submission
+``needs_intervention`` (error recorded) and fails the workflow with a non-retryable error; an
+operator may then start a new run that resumes from the last checkpoint (``resume_thread_id``).
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ MAX_EXTERNAL_EVENTS = 20
 MAX_SEEN_EXTERNAL_IDS = 1000
 """External event ids remembered for deduplication (oldest forgotten)."""
 DB_ACTIVITY_TIMEOUT = timedelta(seconds=30)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=5)
+"""Start-to-close timeout of one attempt of a database activity."""
+GRADING_ERROR = "GradingError"
+"""Type of the agent's non-retryable error for a real grading failure (spends the error budget)."""
+AGENT_NON_RETRYABLE = ["CheckpointWriteError", GRADING_ERROR, "SubmissionNotFound"]
 
 
 @dataclass
@@ -64,11 +73,17 @@ class GradingInput:
     cognitive_queue: str = COGNITIVE_QUEUE
     """Task queue of the agent activity."""
     agent_max_attempts: int = 3
-    """Attempts of the agent activity (retries resume from the checkpoint)."""
+    """Agent runs spent on real grading errors before intervention (crashes and outages never count)."""
     agent_max_concurrency: int | None = None
     """Questions finished at once (see ``AgentInput.max_concurrency``); ``None``: no limit."""
     low_confidence_threshold: float | None = None
     """Override of the configured review threshold."""
+    outage_retry_timeout_s: float = 6 * 3600
+    """How long each activity keeps retrying through an outage (schedule-to-close), seconds."""
+    retry_max_interval_s: float = 30
+    """Longest wait between two retries of an activity, seconds."""
+    resume_thread_id: str = ""
+    """Checkpoint thread of an earlier run to resume from (an operator's retry); empty: this run's."""
 
 
 @dataclass
@@ -157,27 +172,16 @@ class GradingWorkflow:
         ref = SubmissionRef(inp.submission_id, inp.tenant_id, inp.trace_id)
         try:
             meta = await workflow.execute_activity_method(
-                GradingActivities.load_grading_context, ref,
-                start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+                GradingActivities.load_grading_context, ref, **self._db_options(inp))
             self._set("grading", 10, questions_total=meta.questions_total)
-            agent: AgentOutput = await workflow.execute_activity_method(
-                AgentActivities.run_grading_agent,
-                AgentInput(inp.submission_id, inp.tenant_id, inp.trace_id,
-                           low_confidence_threshold=inp.low_confidence_threshold,
-                           max_concurrency=inp.agent_max_concurrency),
-                task_queue=inp.cognitive_queue,
-                start_to_close_timeout=timedelta(seconds=inp.agent_timeout_s),
-                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
-                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
-                                         maximum_attempts=inp.agent_max_attempts,
-                                         non_retryable_error_types=["CheckpointWriteError"]))
+            agent = await self._grade(inp)
             self._set("persisting", 92, questions_done=len(agent.grades), resumed=agent.resumed,
                       resume_reason=agent.resume_reason, thread_id=agent.thread_id, attempt=agent.attempt)
             persisted = await workflow.execute_activity_method(
                 GradingActivities.persist_grading_result,
                 PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
                              agent.flagged, inp.trace_id),
-                start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+                **self._db_options(inp))
         except ActivityError as err:
             raise await self._intervention(inp, err) from err
         total = agent.total
@@ -188,6 +192,52 @@ class GradingWorkflow:
             status = SubmissionStatus.COMPLETED
         self._set(status, 100)
         return GradingOutput(status=status, total=total, max_total=agent.max_total, flagged=agent.flagged)
+
+    @staticmethod
+    def _db_options(inp: GradingInput) -> dict[str, Any]:
+        """Timeouts and retries of a database activity: retried through an outage, bounded by time."""
+        return {"start_to_close_timeout": DB_ACTIVITY_TIMEOUT,
+                "schedule_to_close_timeout": timedelta(seconds=inp.outage_retry_timeout_s),
+                "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2,
+                                            maximum_interval=timedelta(seconds=inp.retry_max_interval_s),
+                                            maximum_attempts=0)}
+
+    async def _grade(self, inp: GradingInput) -> AgentOutput:
+        """Run the agent until it returns; only ``GradingError`` spends the ``agent_max_attempts`` budget.
+
+        Inside one agent run Temporal retries crashes (heartbeat timeouts) and outages without limit
+        until ``outage_retry_timeout_s``; each attempt resumes from the latest checkpoint. A grading
+        error ends the run; the next run continues the attempt numbering and resumes from the
+        thread the last one reported.
+        """
+        errors = 0
+        while True:
+            base = int(self._details.get("attempt") or 0)
+            resume = str(self._details.get("thread_id") or inp.resume_thread_id)
+            try:
+                return await workflow.execute_activity_method(
+                    AgentActivities.run_grading_agent,
+                    AgentInput(inp.submission_id, inp.tenant_id, inp.trace_id,
+                               low_confidence_threshold=inp.low_confidence_threshold,
+                               max_concurrency=inp.agent_max_concurrency, attempt_base=base,
+                               resume_thread_id=resume),
+                    task_queue=inp.cognitive_queue,
+                    start_to_close_timeout=timedelta(seconds=inp.agent_timeout_s),
+                    heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
+                    schedule_to_close_timeout=timedelta(seconds=inp.outage_retry_timeout_s + inp.agent_timeout_s),
+                    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
+                                             maximum_interval=timedelta(seconds=inp.retry_max_interval_s),
+                                             maximum_attempts=0, non_retryable_error_types=AGENT_NON_RETRYABLE))
+            except ActivityError as err:
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == GRADING_ERROR):
+                    raise
+                errors += 1
+                if errors >= inp.agent_max_attempts:
+                    raise
+                self._set("grading", grading_errors=errors, last_error=cause.message)
+                await workflow.sleep(timedelta(seconds=min(inp.retry_max_interval_s, 2.0 ** (errors - 1))))
+                self._details["attempt"] = max(int(self._details.get("attempt") or 0), base + 1)
 
     async def _await_review(self, inp: GradingInput, total: float) -> tuple[str, float]:
         try:
@@ -206,7 +256,7 @@ class GradingWorkflow:
                         overrides=review.overrides, feedback=review.feedback,
                         error=None if review.approve else f"rejected by reviewer {review.reviewer}",
                         trace_id=inp.trace_id),
-            start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+            **self._db_options(inp))
         return out.status, out.total if out.total is not None else total
 
     async def _intervention(self, inp: GradingInput, err: ActivityError) -> ApplicationError:
@@ -219,7 +269,7 @@ class GradingWorkflow:
             GradingActivities.mark_needs_intervention,
             StatusInput(inp.submission_id, inp.tenant_id, SubmissionStatus.NEEDS_INTERVENTION,
                         error=message, trace_id=inp.trace_id),
-            start_to_close_timeout=DB_ACTIVITY_TIMEOUT, retry_policy=DB_RETRY)
+            **self._db_options(inp))
         return ApplicationError(f"grading needs intervention: {message}", type=kind, non_retryable=True)
 
     @workflow.query(name=QUERY_PROGRESS)

@@ -4,6 +4,9 @@
   back-fills; with Redis unreachable it serves from the loader (``database-degraded``), never fails.
 - :func:`write_through` writes the cache, then the database; if the database write fails the cache
   is restored to its exact previous state (value and TTL, via ``DUMP``/``RESTORE``) or deleted.
+- :meth:`Cache.set_if_newer` / :meth:`Cache.drop_if_older` guard versioned copies (JSON objects with a
+  ``version``): an older copy never overwrites a newer one, and a repair after a committed change
+  drops only a copy older than that change.
 - :meth:`Cache.invalidate` deletes a key and broadcasts ``{tenant_id, key, origin}`` on
   :data:`infra.cache.keys.INVALIDATION_CHANNEL`; :class:`InvalidationListener` delivers those to workers'
   in-process caches.
@@ -51,6 +54,30 @@ end
 return 0
 """
 """Back-fill ``KEYS[1]`` only while our lease ``KEYS[2]`` is still ours (no write landed meanwhile)."""
+CACHED_VERSION_LUA = """
+local function cached_version(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' then return tonumber(doc['version']) end
+  return nil
+end
+"""
+SET_IF_NEWER_LUA = CACHED_VERSION_LUA + """
+local v = cached_version(KEYS[1])
+if v and v > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+redis.call('DEL', KEYS[2])
+return 1
+"""
+"""Write ``KEYS[1]`` unless the copy there has a higher ``version``; void any back-fill in flight."""
+DROP_IF_OLDER_LUA = CACHED_VERSION_LUA + """
+local v = cached_version(KEYS[1])
+if v and v >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+"""Delete ``KEYS[1]`` (and its lease) unless the copy there is at least ``ARGV[1]``'s version."""
 
 
 def lease_key(key: str) -> str:
@@ -110,6 +137,24 @@ class Cache:
             pipe.set(key, self._dumps(value), ex=self.ttl_seconds)
             pipe.delete(lease_key(key))
             await pipe.execute()
+
+    async def set_if_newer(self, key: str, value: dict[str, Any]) -> bool:
+        """Store a versioned copy unless Redis holds a newer one; tell whether it was written.
+
+        ``value["version"]`` is the row version the copy was read at. A copy with a higher version
+        wins; an unversioned copy (or none) is replaced. Any back-fill in flight is voided.
+        """
+        written = await self.redis.eval(SET_IF_NEWER_LUA, 2, key, lease_key(key), self._dumps(value),
+                                        int(value.get("version") or 0), self.ttl_seconds)
+        return bool(written)
+
+    async def drop_if_older(self, key: str, version: int) -> bool:
+        """Delete the copy at ``key`` unless it is at least ``version``; tell whether it was dropped.
+
+        The repair of a change committed at ``version`` whose copy could not be refreshed (Redis was
+        down): the next read misses and back-fills from PostgreSQL. A back-fill in flight is voided.
+        """
+        return bool(await self.redis.eval(DROP_IF_OLDER_LUA, 2, key, lease_key(key), int(version)))
 
     @staticmethod
     def _dumps(value: Any) -> str:

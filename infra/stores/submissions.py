@@ -8,6 +8,7 @@ current questions. Reads (:func:`read_submission`) go Redis first and back-fill 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,7 @@ from infra.cache.copies import Cache
 from infra.cache.keys import submission_key
 from infra.constants import EventType, SubmissionStatus, grading_workflow_id
 from infra.db.pools import PoolManager
-from infra.events.outbox import add_event
+from infra.events.outbox import EventEnvelope, add_event
 from infra.stores.exams import ensure_tenant, load_questions, parse_uuid
 
 EXAM_EXISTS_SQL = "SELECT id FROM exams WHERE id = %s"
@@ -213,3 +214,34 @@ async def count_by_status(pools: PoolManager, tenant_id: str, exam_id: str) -> d
     async with pools.transaction(tenant_id) as conn:
         rows = await (await conn.execute(COUNT_BY_STATUS_SQL, (eid,))).fetchall()
     return {r["status"]: r["n"] for r in rows}
+
+
+async def refresh_copy(pools: PoolManager, cache: Cache, tenant_id: str, submission_id: str) -> bool:
+    """Replace the hot copy with the committed read model, unless Redis holds a newer copy.
+
+    Call it after the commit; the database is the truth, so Redis errors propagate to the caller,
+    which logs them: the outbox relay repairs the copy later (:func:`copy_repair_handler`).
+    Returns whether a copy was written.
+    """
+    key = submission_key(tenant_id, submission_id)
+    view = await load_submission(pools, tenant_id, submission_id)
+    if view is None:
+        await cache.delete(key)
+        return False
+    return await cache.set_if_newer(key, view)
+
+
+def copy_repair_handler(cache: Cache) -> Callable[[EventEnvelope], Awaitable[None]]:
+    """Outbox relay handler: drop a submission's hot copy older than the event's committed version.
+
+    Every committed change of a submission emits an outbox event carrying the row version. The
+    writer refreshes the copy right after its commit; when that failed (Redis down), this handler,
+    run by the relay once Redis answers again, removes the stale copy (the next read back-fills
+    from PostgreSQL). A Redis error here fails the publish, so the relay retries it: a copy is never
+    left stale for its TTL.
+    """
+    async def repair(event: EventEnvelope) -> None:
+        if event.target_type == "submission":
+            await cache.drop_if_older(submission_key(event.tenant_id, event.target_id), event.version)
+
+    return repair

@@ -46,7 +46,9 @@ def grading_input(*, submission_id: str, tenant_id: str, exam_id: str, trace_id:
     values: dict[str, Any] = {}
     if settings is not None:
         values = {"heartbeat_timeout_s": settings.heartbeat_timeout, "agent_timeout_s": settings.agent_timeout,
-                  "review_deadline_s": settings.review_deadline}
+                  "review_deadline_s": settings.review_deadline, "agent_max_attempts": settings.agent_max_attempts,
+                  "outage_retry_timeout_s": settings.outage_retry_timeout,
+                  "retry_max_interval_s": settings.retry_max_interval}
     values.update(overrides)
     return GradingInput(submission_id=submission_id, tenant_id=tenant_id, exam_id=exam_id,
                         trace_id=trace_id, **values)
