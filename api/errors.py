@@ -3,22 +3,32 @@
 Every 4xx/5xx reply is ``application/problem+json`` with ``type, title, status, detail, instance``;
 validation problems add ``errors: [{field, message}]`` where ``field`` is a dotted path into the
 request body (``answers.q1``, ``questions[0].rubric.criteria``).
+
+A dependency that cannot serve right now is never a 500: :func:`outage_of` recognises PostgreSQL
+connection failures (psycopg ``OperationalError``, pool timeouts, a closed pool) and Redis connection
+errors, and they answer 503 with a positive integer ``Retry-After``. Middlewares that reach a
+dependency before routing use the same function, since FastAPI's handlers do not cover them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolClosed, PoolTimeout
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.db.pools import PoolTimeoutError
+from infra.db.pools import DatabaseUnavailableError, PoolClosedError, PoolTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +37,76 @@ PROBLEM_BASE = "https://gradeflow.dev/problems/"
 MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body (1 MiB); larger bodies get 413."""
 POOL_RETRY_AFTER_SECONDS = 2
+"""``Retry-After`` when the database is busy (no pooled connection free in time)."""
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` when a dependency is unreachable (a restart takes seconds)."""
+CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+"""Admin/crash shutdown, cannot connect now, too many connections (besides class ``08``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A dependency that cannot serve this request right now: the answer is 503 with ``Retry-After``."""
+
+    slug: str
+    """Last segment of the problem type URI."""
+    detail: str
+    """The problem's detail; it names the dependency."""
+    retry_after: int
+    """Seconds the client should wait (a positive integer)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers of the 503."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+DATABASE_BUSY = Outage("database-busy", "The database is busy; retry shortly.", POOL_RETRY_AFTER_SECONDS)
+DATABASE_UNAVAILABLE = Outage("database-unavailable", "The database is unavailable; retry shortly.",
+                              UNAVAILABLE_RETRY_AFTER_SECONDS)
+REDIS_UNAVAILABLE = Outage("redis-unavailable", "Redis is unavailable; retry shortly.",
+                           UNAVAILABLE_RETRY_AFTER_SECONDS)
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    PoolTimeoutError, PoolClosedError, PoolTimeout, PoolClosed, psycopg.OperationalError,
+    redis_errors.ConnectionError, redis_errors.TimeoutError,
+)
+"""The exception classes :func:`outage_of` recognises (each gets the 503 handler)."""
+
+
+def _classify(exc: BaseException) -> Outage | None:
+    if isinstance(exc, DatabaseUnavailableError | PoolClosedError | PoolClosed):
+        return DATABASE_UNAVAILABLE
+    if isinstance(exc, PoolTimeoutError | PoolTimeout):
+        return DATABASE_BUSY
+    if isinstance(exc, psycopg.OperationalError):
+        # No SQLSTATE: the client lost the connection (server closed it, timeout, refused).
+        sqlstate = exc.sqlstate
+        if sqlstate is None or sqlstate.startswith("08") or sqlstate in CONNECTION_LOST_SQLSTATES:
+            return DATABASE_UNAVAILABLE
+        return DATABASE_BUSY  # serialization failure, deadlock, lock or statement timeout: transient too
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return REDIS_UNAVAILABLE
+    return None
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """The dependency outage behind ``exc``, or ``None`` when it is not one.
+
+    Looks at ``exc``, its explicit causes (``raise ... from``) and the members of exception groups.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if (outage := _classify(current)) is not None:
+            return outage
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+    return None
 
 
 class ProblemError(Exception):
@@ -64,10 +144,10 @@ def problem_body(status: int, detail: str, *, instance: str, type_: str | None =
     return body
 
 
-def problem_response(request: Request, status: int, detail: str, *, type_: str | None = None,
+def problem_response(request: HTTPConnection, status: int, detail: str, *, type_: str | None = None,
                      errors: list[dict[str, str]] | None = None,
                      headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """Build a problem response for ``request``."""
+    """Build a problem response for ``request`` (a WebSocket handshake too: it is sent as the denial)."""
     return JSONResponse(problem_body(status, detail, instance=request.url.path, type_=type_, errors=errors),
                         status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -120,13 +200,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
 
-async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("database pool exhausted: %s", exc)
-    return problem_response(request, 503, "The database is busy; retry shortly.", type_="database-busy",
-                            headers={"Retry-After": str(POOL_RETRY_AFTER_SECONDS)})
+def outage_response(request: HTTPConnection, outage: Outage) -> JSONResponse:
+    """The 503 problem response of ``outage``."""
+    return problem_response(request, 503, outage.detail, type_=outage.slug, headers=outage.headers)
+
+
+async def _outage(request: HTTPConnection, exc: Exception) -> JSONResponse:
+    """Outage handler; also called for a WebSocket whose handshake failed on it (the 503 denies it)."""
+    outage = outage_of(exc)
+    assert outage is not None  # registered only for OUTAGE_ERRORS, which are all outages
+    logger.warning("%s on %s %s: %s: %s", outage.slug, request.scope.get("method", "WEBSOCKET"),
+                   request.url.path, type(exc).__name__, exc)
+    return outage_response(request, outage)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if (outage := outage_of(exc)) is not None:  # wrapped in another error, or raised by a middleware
+        logger.warning("%s on %s %s: %r", outage.slug, request.method, request.url.path, exc)
+        return outage_response(request, outage)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(request, 500, "An unexpected error occurred.")
 
@@ -136,7 +227,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(PoolTimeoutError, _pool_timeout)
+    for error in OUTAGE_ERRORS:
+        app.add_exception_handler(error, _outage)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -8,6 +8,10 @@ is claimed in PostgreSQL before the handler runs (see :mod:`infra.stores.idempot
 * same key, different body: 422; still running: 409 with ``Retry-After``;
 * 5xx or an exception: the key is released so the client may retry.
 
+The claim reaches PostgreSQL before FastAPI's exception handlers are in play, so a database that
+cannot answer it (restart, outage, pool exhausted) is answered here: 503 with ``Retry-After``, the
+same problem the routes give (:func:`api.errors.outage_of`), and nothing is stored under the key.
+
 Requests without a key, or without a valid token (the route answers 401), pass through.
 """
 
@@ -18,8 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.auth import principal_from_scope
+from api.errors import outage_of
 from api.middleware.problem import problem_response
-from infra.db.pools import PoolTimeoutError
 from infra.security.tokens import Principal
 from infra.stores.idempotency import (
     Claim,
@@ -96,10 +100,10 @@ class IdempotencyMiddleware:
         ident = IdempotencyScope(principal.tenant_id, principal.sub, scope["method"], path, key)
         try:
             claim = await store.claim(ident, fingerprint(body, content_type))
-        except PoolTimeoutError:
-            resp = problem_response(503, "The database is busy; retry shortly.", slug="database-busy",
-                                    instance=path, headers={"Retry-After": "1"})
-            return await resp(scope, receive, send)
+        except Exception as exc:
+            if not await _answer_outage(exc, path, scope, receive, send):
+                raise
+            return None
         if claim.outcome is not Outcome.CLAIMED:
             return await _answer_without_running(claim, path, scope, receive, send)
         await self._run_claimed(store, ident, body, scope, receive, send)
@@ -135,6 +139,11 @@ class IdempotencyMiddleware:
 
         try:
             await self.app(scope, receive_once, capture)
+        except Exception as exc:
+            await _release_quietly(store, ident)
+            if start is not None or not await _answer_outage(exc, ident.path, scope, receive, send):
+                raise
+            return
         except BaseException:
             await _release_quietly(store, ident)
             raise
@@ -166,6 +175,18 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(parts)
+
+
+async def _answer_outage(exc: Exception, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+    """Answer 503 if ``exc`` is a dependency outage (see :func:`api.errors.outage_of`); say whether it was."""
+    outage = outage_of(exc)
+    if outage is None:
+        return False
+    logger.warning("%s on %s %s (idempotency key): %s: %s", outage.slug, scope["method"], path,
+                   type(exc).__name__, exc)
+    resp = problem_response(503, outage.detail, slug=outage.slug, instance=path, headers=outage.headers)
+    await resp(scope, receive, send)
+    return True
 
 
 async def _release_quietly(store: IdempotencyStore, ident: IdempotencyScope) -> None:

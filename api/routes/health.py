@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolsDep, TemporalDep
+from api.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from api.schemas import HealthOut, ReadyOut
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
@@ -36,7 +37,7 @@ async def _temporal_check(temporal: Client | None) -> str:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, request: Request) -> dict:
-    """Readiness: 503 when PostgreSQL is down; ``degraded`` when Redis or Temporal is.
+    """Readiness: 503 (with ``Retry-After``) when PostgreSQL is down; ``degraded`` when Redis or Temporal is.
 
     With Redis down reads fall back to PostgreSQL; with Temporal down submissions are still accepted
     and the outbox reconciler starts their workflows later.
@@ -48,5 +49,6 @@ async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, requ
         checks["rate_limiter"] = "degraded: in-process fallback"
     if checks["database"] != "ok":
         response.status_code = 503
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
         return {"status": "unavailable", "checks": checks}
     return {"status": "ok" if all(v == "ok" for v in checks.values()) else "degraded", "checks": checks}

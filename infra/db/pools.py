@@ -3,11 +3,18 @@
 ``transaction(tenant_id)`` is the single way application code reaches PostgreSQL: it borrows a
 connection, opens a transaction and sets ``app.current_tenant`` for row-level security with
 ``set_config(..., is_local => true)`` (the parameterised form of ``SET LOCAL``).
+
+Every connection is checked as it is handed out (psycopg_pool's ``check``): one the server killed
+while it sat idle (a restart, an idle-session kill) is discarded and replaced, never given to a
+caller. A failed check means the server probably dropped every idle connection at once, so it also
+starts one sweep of the whole pool (``AsyncConnectionPool.check``) rather than letting each caller
+draw, and back off from, the dead ones one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +23,7 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -28,6 +35,10 @@ HEALTH_SQL = "SELECT 1"
 
 class PoolTimeoutError(RuntimeError):
     """No pooled connection became free within the acquire timeout (the API answers 503)."""
+
+
+class DatabaseUnavailableError(PoolTimeoutError):
+    """No connection within the acquire timeout because connecting to PostgreSQL fails (API: 503)."""
 
 
 class PoolClosedError(RuntimeError):
@@ -55,8 +66,11 @@ class PoolManager:
         # Rows come back as dicts (``row_factory`` below); the annotation tells the type checker so.
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
             database_url, min_size=min_size, max_size=max_size, timeout=acquire_timeout, open=False,
-            name=name, kwargs={"application_name": name, "row_factory": dict_row},
+            name=name, kwargs={"application_name": name, "row_factory": dict_row}, check=self._check,
         )
+        self._sweep: asyncio.Task[None] | None = None
+        self._connect_errors_seen = 0
+        """psycopg_pool's ``connections_errors`` at the last successful checkout."""
         self._redis: aioredis.Redis | None = None
         if redis_url:
             self._redis = aioredis.Redis.from_url(
@@ -98,6 +112,10 @@ class PoolManager:
     async def close(self, timeout: float = 10.0) -> None:
         """Close both pools, waiting at most ``timeout`` seconds for borrowed connections."""
         self._open = False
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
         try:
             await asyncio.wait_for(self._pool.close(timeout=timeout), timeout + 1)
         except TimeoutError:
@@ -119,12 +137,43 @@ class PoolManager:
             raise PoolClosedError("the database pool is closed")
         try:
             async with self._pool.connection() as conn:
+                self._connect_errors_seen = self._connect_errors()
                 yield conn
         except PoolTimeout as exc:
-            raise PoolTimeoutError(
-                f"no database connection free within {self.acquire_timeout:g}s "
-                f"(pool max {self._pool.max_size}); raise GRADEFLOW_DB_POOL_MAX or retry later"
-            ) from exc
+            raise self._timeout_error() from exc
+        except PoolClosed as exc:
+            raise PoolClosedError("the database pool is closed") from exc
+
+    def _connect_errors(self) -> int:
+        return int(self._pool.get_stats().get("connections_errors", 0))
+
+    def _timeout_error(self) -> PoolTimeoutError:
+        """Busy (every connection in use) or unavailable (connecting has failed since the last checkout)."""
+        failed = self._connect_errors() - self._connect_errors_seen
+        if failed > 0:
+            return DatabaseUnavailableError(
+                f"no database connection within {self.acquire_timeout:g}s: connecting to PostgreSQL "
+                f"failed {failed} time(s) since the last connection was handed out; retry later")
+        return PoolTimeoutError(
+            f"no database connection free within {self.acquire_timeout:g}s "
+            f"(pool max {self._pool.max_size}); raise GRADEFLOW_DB_POOL_MAX or retry later")
+
+    async def _check(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> None:
+        """psycopg_pool's ``check``: a quick round trip; a failure also sweeps the idle connections."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self._open and (self._sweep is None or self._sweep.done()):
+                self._sweep = asyncio.create_task(self._sweep_idle(), name=f"{self._pool.name}-sweep")
+            raise
+
+    async def _sweep_idle(self) -> None:
+        """Check every idle connection now; the dead ones are replaced in the background."""
+        logger.warning("a pooled database connection was dead; checking the idle ones (pool %s)", self._pool.name)
+        try:
+            await self._pool.check()
+        except Exception as exc:  # noqa: BLE001 - best effort: each checkout still checks its connection
+            logger.warning("sweeping pool %s failed: %s: %s", self._pool.name, type(exc).__name__, exc)
 
     @asynccontextmanager
     async def transaction(self, tenant_id: str) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
