@@ -183,3 +183,25 @@ class ReviewCreate(BaseModel):
     """Why, kept in the review audit log."""
 
     _reason_no_nul = field_validator("reason")(_no_nul)
+
+
+class RetryCreate(BaseModel):
+    """``POST /v1/submissions/{id}/retry`` body: why an operator retries a ``needs_intervention`` submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2_000)
+    """Why it is retried (kept in the audit log)."""
+
+
+class RetryOut(BaseModel):
+    """Answer of ``POST /v1/submissions/{id}/retry`` (202: the new run is grading)."""
+
+    submission_id: str
+    workflow_id: str
+    run_id: str
+    """The run the retry started."""
+    previous_run_id: str | None
+    """The run that gave up (``None``: the workflow had never started)."""
+    resume_thread_id: str
+    """Checkpoint thread the new run resumes from: questions graded before are not graded again."""

@@ -48,10 +48,11 @@ class EventType(StrEnum):
     SUBMISSION_STATUS = "submission.status_changed"
     SUBMISSION_GRADED = "submission.graded"
     SUBMISSION_REVIEWED = "submission.reviewed"
+    SUBMISSION_RETRIED = "submission.retried"
     GRADING_PROGRESS = "grading.progress"
     RUBRIC_CHANGED = "rubric.changed"
 
 
 SUBMISSION_EVENTS = (EventType.SUBMISSION_RECEIVED, EventType.SUBMISSION_STATUS, EventType.SUBMISSION_GRADED,
-                     EventType.SUBMISSION_REVIEWED)
+                     EventType.SUBMISSION_REVIEWED, EventType.SUBMISSION_RETRIED)
 """Outbox events of the submission aggregate (each carries the row version it committed)."""

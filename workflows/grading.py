@@ -198,7 +198,8 @@ class GradingWorkflow:
         """Timeouts and retries of a database activity: retried through an outage, bounded by time."""
         return {"start_to_close_timeout": DB_ACTIVITY_TIMEOUT,
                 "schedule_to_close_timeout": timedelta(seconds=inp.outage_retry_timeout_s),
-                "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2,
+                "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=min(0.5, inp.retry_max_interval_s)),
+                                            backoff_coefficient=2,
                                             maximum_interval=timedelta(seconds=inp.retry_max_interval_s),
                                             maximum_attempts=0)}
 
@@ -225,7 +226,8 @@ class GradingWorkflow:
                     start_to_close_timeout=timedelta(seconds=inp.agent_timeout_s),
                     heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s),
                     schedule_to_close_timeout=timedelta(seconds=inp.outage_retry_timeout_s + inp.agent_timeout_s),
-                    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
+                    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=min(1.0, inp.retry_max_interval_s)),
+                                             backoff_coefficient=2,
                                              maximum_interval=timedelta(seconds=inp.retry_max_interval_s),
                                              maximum_attempts=0, non_retryable_error_types=AGENT_NON_RETRYABLE))
             except ActivityError as err:

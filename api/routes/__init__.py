@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes import exams, health, listing, progress, review, submissions, ws
+from api.routes import exams, health, listing, progress, retry, review, submissions, ws
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -11,6 +11,7 @@ api_router.include_router(listing.router)
 api_router.include_router(submissions.router)
 api_router.include_router(progress.router)
 api_router.include_router(review.router)
+api_router.include_router(retry.router)
 api_router.include_router(ws.router)
 
 __all__ = ["api_router"]

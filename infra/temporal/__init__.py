@@ -1,4 +1,4 @@
-"""Client-side Temporal helpers: starting grading workflows exactly once, the platform's Schedules.
+"""Client-side Temporal helpers: starting grading workflows exactly once, operators' retries, Schedules.
 
-May import ``observability`` and ``constants``; never workflow or activity modules at import time.
+May import ``stores``, ``observability`` and ``constants`` (and the workflows' input types).
 """

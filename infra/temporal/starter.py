@@ -55,7 +55,7 @@ def grading_input(*, submission_id: str, tenant_id: str, exam_id: str, trace_id:
 
 
 async def start_grading(client: Client, *, submission_id: str, tenant_id: str, exam_id: str, trace_id: str,
-                        settings: Any = None, task_queue: str = ORCHESTRATION_QUEUE,
+                        settings: Any = None, task_queue: str = ORCHESTRATION_QUEUE, restart: bool = False,
                         **overrides: Any) -> str:
     """Start (or find) the grading workflow of a submission.
 
@@ -67,20 +67,26 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
         trace_id: Request trace id (memo + ``TraceId`` search attribute).
         settings: Optional settings supplying the timeouts.
         task_queue: Orchestration task queue (tests pass their own).
+        restart: An operator's retry: start a new run after a closed one (``ALLOW_DUPLICATE``), and
+            fail with ``WorkflowAlreadyStartedError`` while one runs (never two runs at once).
         **overrides: Extra :class:`GradingInput` fields (e.g. ``cognitive_queue``).
 
     Returns:
         The workflow id, whether this call started it or it already existed / finished.
 
+    Raises:
+        WorkflowAlreadyStartedError: Only with ``restart``: a run is in progress.
+
     """
     workflow_id = grading_workflow_id(submission_id)
     inp = grading_input(submission_id=submission_id, tenant_id=tenant_id, exam_id=exam_id,
                         trace_id=trace_id, settings=settings, **overrides)
+    conflict, reuse = ((WorkflowIDConflictPolicy.FAIL, WorkflowIDReusePolicy.ALLOW_DUPLICATE) if restart else
+                       (WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE))
     try:
         await client.start_workflow(
             GradingWorkflow.run, inp, id=workflow_id, task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=conflict, id_reuse_policy=reuse,
             memo={"trace_id": trace_id, "tenant_id": tenant_id},
             static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
             search_attributes=TypedSearchAttributes([
@@ -90,6 +96,8 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
             ]),
         )
     except WorkflowAlreadyStartedError:
+        if restart:
+            raise
         logger.info("grading %s already ran; not starting it again", workflow_id)
     return workflow_id
 
