@@ -1,10 +1,10 @@
 # ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
-"""Kill -9 a real cognitive worker mid-grading; a new worker resumes from the checkpoint.
+"""Kill -9 a real cognitive worker mid-grading, twice, with several gradings in flight.
 
 The cognitive worker runs as a subprocess (``python worker.py --queue cognitive``) with the test
 hook ``GRADEFLOW_TEST_GRADE_DELAY`` so grading is slow enough to be interrupted. Questions graded
-before the kill are not graded again (only the one in flight may be), and the result equals an
-uninterrupted run of the same answers.
+before a kill are not graded again (only those in flight at the kill may be), the crashes do not
+spend the grading's error budget, and every result equals an uninterrupted run of the same answers.
 """
 
 from __future__ import annotations
@@ -36,8 +36,13 @@ from workflows.grading import GradingOutput, ProgressView
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-QUESTIONS = [choice("q1"), numeric("q2"), choice("q3", "b"), numeric("q4", 5.0), choice("q5", "c")]
-ANSWERS = {"q1": "a", "q2": 2.0, "q3": "a", "q4": 4.0, "q5": "c"}
+QUESTIONS = [choice("q1"), numeric("q2"), choice("q3", "b"), numeric("q4", 5.0), choice("q5", "c"),
+             numeric("q6", 1.0), choice("q7", "a")]
+ANSWERS = {"q1": "a", "q2": 2.0, "q3": "a", "q4": 4.0, "q5": "c", "q6": 1.0, "q7": "b"}
+IN_FLIGHT = 3
+"""Gradings in flight at once in the killed worker."""
+KILL_AFTER = (2, 4)
+"""Kill the worker once every grading has recorded this many questions (two kills)."""
 CALLS_SQL = "SELECT question_id, attempt FROM grader_calls WHERE submission_id = %s ORDER BY id"
 RESULTS_SQL = ("SELECT question_id, score, max_points, confidence, grader FROM grading_results "
                "WHERE submission_id = %s ORDER BY question_id")
@@ -66,59 +71,84 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+async def _wait_for(pools, subs, predicate, worker, log: Path, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = [await _calls(pools, s) for s in subs]
+        if all(predicate(c) for c in calls):
+            return
+        assert worker.poll() is None, _tail(log)
+        assert time.monotonic() < deadline, f"{what}: {calls}"
+        await asyncio.sleep(0.05)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
 async def test_killed_cognitive_worker_resumes_without_regrading(
         services, temporal_client, pools, saver, gf_settings, task_queue, tenant_id, tmp_path):
+    """Several gradings in flight, the cognitive worker SIGKILLed twice: only what was in flight is re-graded.
+
+    ``agent_max_attempts=1``: the crashes (heartbeat timeouts) must not spend the grading's error budget.
+    """
     exam_id = await seed_exam(pools, tenant_id, QUESTIONS)
-    killed = await seed_submission(pools, tenant_id, exam_id, ANSWERS)
+    killed = [await seed_submission(pools, tenant_id, exam_id, ANSWERS) for _ in range(IN_FLIGHT)]
     reference = await seed_submission(pools, tenant_id, exam_id, ANSWERS)
     cog = f"{task_queue}-cog"
     log = tmp_path / "worker.log"
-    first = _start_worker(services, cog, log)
-    second = None
+    workers = [_start_worker(services, cog, log)]
+    recorded_before_kill: list[list[list[str]]] = []  # per kill, per submission: questions recorded
     try:
         async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue, cognitive=False):
-            handle = await temporal_client.start_workflow(
-                "GradingWorkflow", killed.grading_input(cog, agent_max_concurrency=1, heartbeat_timeout_s=3),
-                id=f"grade-{killed.submission_id}", task_queue=task_queue, result_type=GradingOutput)
-            deadline = time.monotonic() + 60
-            while len(await _calls(pools, killed)) < 2:  # >= 2, so one is certainly checkpointed
-                assert first.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the first worker did not grade 2 questions"
-                await asyncio.sleep(0.05)
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(10)
-            before_kill = await _calls(pools, killed)
-            assert len(before_kill) < len(QUESTIONS), "the first worker finished before the kill"
-
-            second = _start_worker(services, cog, log)
-            out = await asyncio.wait_for(handle.result(), 90)
-            view = await handle.query(QUERY_PROGRESS, result_type=ProgressView)
-            second.send_signal(signal.SIGTERM)  # graceful shutdown within the shutdown timeout
-            assert await asyncio.to_thread(second.wait, 20) == 0, log.read_text()[-3000:]
+            handles = [await temporal_client.start_workflow(
+                "GradingWorkflow", s.grading_input(cog, agent_max_concurrency=1, heartbeat_timeout_s=3,
+                                                   agent_max_attempts=1, retry_max_interval_s=1),
+                id=f"grade-{s.submission_id}", task_queue=task_queue, result_type=GradingOutput) for s in killed]
+            for kill, at_least in enumerate(KILL_AFTER):
+                await _wait_for(pools, killed, lambda c, n=at_least: len({q for q, _ in c}) >= n, workers[-1], log,
+                                f"kill {kill + 1}: not every grading recorded {at_least} questions")
+                _kill(workers[-1])
+                recorded_before_kill.append([[q for q, _ in await _calls(pools, s)] for s in killed])
+                assert all(len(set(r)) < len(QUESTIONS) for r in recorded_before_kill[-1]), "finished before kill"
+                workers.append(_start_worker(services, cog, log))
+            outs = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+            views = [await h.query(QUERY_PROGRESS, result_type=ProgressView) for h in handles]
+            workers[-1].send_signal(signal.SIGTERM)  # graceful shutdown within the shutdown timeout
+            assert await asyncio.to_thread(workers[-1].wait, 20) == 0, log.read_text()[-3000:]
     finally:
-        for proc in (first, second):
-            if proc is not None:
-                _stop(proc)
+        for proc in workers:
+            _stop(proc)
 
-    calls = await _calls(pools, killed)
-    per_question = {q.id: sum(1 for qid, _ in calls if qid == q.id) for q in QUESTIONS}
-    graded_before = [qid for qid, _ in before_kill]
-    # Everything recorded before the kill except possibly the last one (in flight between its
-    # grader_calls row and its checkpoint write) is never graded again.
-    for qid in graded_before[:-1]:
-        assert per_question[qid] == 1, (qid, calls)
-    assert sum(per_question.values()) <= len(QUESTIONS) + 1 and min(per_question.values()) == 1, calls
-    assert max(attempt for _, attempt in calls) >= 2
-    assert view.details["resumed"] is True and view.details["attempt"] >= 2
+    for i, s in enumerate(killed):
+        calls = await _calls(pools, s)
+        per_question = {q.id: sum(1 for qid, _ in calls if qid == q.id) for q in QUESTIONS}
+        assert min(per_question.values()) == 1, (s.submission_id, calls)
+        regraded = {qid for qid, n in per_question.items() if n > 1}
+        # A question is re-graded only if it was in flight at a kill: recorded (graded) but its
+        # checkpoint write not yet done, i.e. the last one recorded before that kill; with
+        # agent_max_concurrency=1 at most one per submission per kill.
+        in_flight = {before[i][-1] for before in recorded_before_kill if before[i]}
+        assert regraded <= in_flight, (s.submission_id, calls, recorded_before_kill)
+        assert sum(per_question.values()) - len(QUESTIONS) <= len(KILL_AFTER), calls
+        assert max(attempt for _, attempt in calls) >= 2
+        assert views[i].details["resumed"] is True and views[i].details["attempt"] >= 2
+        assert outs[i].status == "completed"
 
     # The same answers graded without interruption give the same result.
     async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as in_proc_cog:
         ref_out = await temporal_client.execute_workflow(
             "GradingWorkflow", reference.grading_input(in_proc_cog), id=f"grade-{reference.submission_id}",
             task_queue=task_queue, result_type=GradingOutput)
-    assert (out.status, out.total, out.max_total, out.flagged) == (
-        ref_out.status, ref_out.total, ref_out.max_total, ref_out.flagged)
-    rows = await fetch_all(pools, tenant_id, RESULTS_SQL, (killed.submission_id,))
     ref_rows = await fetch_all(pools, tenant_id, RESULTS_SQL, (reference.submission_id,))
-    assert rows == ref_rows and len(ref_rows) == len(QUESTIONS)
-    assert (await submission(pools, killed)) == (await submission(pools, reference))
+    assert len(ref_rows) == len(QUESTIONS)
+    for out, s in zip(outs, killed, strict=True):
+        assert (out.status, out.total, out.max_total, out.flagged) == (
+            ref_out.status, ref_out.total, ref_out.max_total, ref_out.flagged)
+        assert await fetch_all(pools, tenant_id, RESULTS_SQL, (s.submission_id,)) == ref_rows
+        assert (await submission(pools, s)) == (await submission(pools, reference))
