@@ -84,7 +84,7 @@ class GradingActivities:
                         payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"],
                                  "exam_id": inputs.submission["exam_id"]},
                         trace_id=ref.trace_id or None,
-                        event_id=_change_id(ref.submission_id, EventType.SUBMISSION_STATUS,
+                        event_id=_change_id(ref.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.GRADING),
                     )
         except grading.SubmissionNotFoundError as exc:
@@ -128,7 +128,7 @@ class GradingActivities:
                              "exam_id": row["exam_id"],
                              "flagged": inp.flagged},
                     trace_id=inp.trace_id or None,
-                    event_id=_change_id(inp.submission_id, EventType.SUBMISSION_GRADED, status),
+                    event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_GRADED, status),
                 )
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
@@ -167,7 +167,8 @@ class GradingActivities:
                         event_type=EventType.SUBMISSION_REVIEWED if inp.actor_id else EventType.SUBMISSION_STATUS,
                         version=row["version"], actor_id=inp.actor_id, trace_id=inp.trace_id or None,
                         payload=payload,
-                        event_id=_change_id(inp.submission_id, "set_status", row["status"], inp.actor_id or ""),
+                        event_id=_change_id(inp.submission_id, row["version"], "set_status", row["status"],
+                                            inp.actor_id or ""),
                     )
                 after = await grading.load_submission(conn, inp.submission_id)
         except grading.SubmissionNotFoundError as exc:
@@ -203,7 +204,7 @@ class GradingActivities:
                         payload={"status": SubmissionStatus.NEEDS_INTERVENTION, "from": before["status"],
                                  "exam_id": before["exam_id"],
                                  "error": inp.error}, trace_id=inp.trace_id or None,
-                        event_id=_change_id(inp.submission_id, EventType.SUBMISSION_STATUS,
+                        event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.NEEDS_INTERVENTION),
                     )
                 else:
@@ -237,14 +238,15 @@ class GradingActivities:
             logger.warning("cache invalidation of %s failed: %r", submission_id, exc)
 
 
-def _change_id(submission_id: str, *change: str) -> str | None:
+def _change_id(submission_id: str, version: int, *change: str) -> str | None:
     """Deterministic event id of a state change made by this activity's workflow run.
 
-    Derived from the workflow id, run id, submission and the change, so a retried or re-run
-    activity emits the same event id. Outside an activity (no workflow), a fresh id is used.
+    Derived from the workflow id, run id, submission, the row version the change committed and the
+    change, so a retried or re-run activity (which finds the change made: same status, same version)
+    emits the same event id. Outside an activity (no workflow), a fresh id is used.
     """
     try:
         info = activity.info()
     except RuntimeError:
         return None
-    return derived_event_id(info.workflow_id or "", info.workflow_run_id or "", submission_id, *change)
+    return derived_event_id(info.workflow_id or "", info.workflow_run_id or "", submission_id, version, *change)
