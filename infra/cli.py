@@ -56,7 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="role claim (repeatable; default submitter)")
     token.add_argument("--sub", default="dev-user", help="subject claim (default dev-user)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    _add_dlq_parser(sub)
     return parser
+
+
+def _add_dlq_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    dlq = sub.add_parser("dlq", help="dead letters: outbox events whose handler kept failing (list, show, replay, "
+                                     "discard)")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="one line per dead letter, oldest first")
+    listing.add_argument("--status", choices=["open", "replayed", "discarded", "all"], default="open",
+                         help="which records (default open)")
+    listing.add_argument("--tenant", help="only this tenant")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    show = actions.add_parser("show", help="everything about one dead letter, with its event")
+    show.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
+    for name, text in (("replay", "put its event back to pending with a fresh attempt budget"),
+                       ("discard", "give its event up for good; later events of its aggregate go on")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
+        action.add_argument("--actor", default="operator-cli", help="who does it (default operator-cli)")
 
 
 def _configure_logging(level: str) -> None:
@@ -159,6 +178,64 @@ def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return 0
 
 
+def _cmd_dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from infra.stack.preflight import check_database, require
+
+    if getattr(args, "limit", 1) < 1:
+        print(f"gradeflow: dlq list --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return EXIT_CONFIG
+    require(settings, "database_url")
+    asyncio.run(check_database(str(settings.database_url)))
+    return asyncio.run(_dlq(settings, args))
+
+
+async def _dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from infra.db.pools import PoolManager
+    from infra.events import dead_letters as dlq
+
+    async with PoolManager(str(settings.database_url), None, min_size=0, max_size=1,
+                           acquire_timeout=settings.db_acquire_timeout, name="gradeflow-cli") as pools:
+        try:
+            if args.dlq_command == "list":
+                status = None if args.status == "all" else args.status
+                items = await dlq.list_dead_letters(pools, status=status, tenant_id=args.tenant, limit=args.limit)
+                for item in items:
+                    print(_dlq_line(item))
+                if not items:
+                    print(f"no {'' if status is None else status + ' '}dead letters")
+            elif args.dlq_command == "show":
+                _print_dlq_item(await dlq.get_dead_letter(pools, args.id))
+            elif args.dlq_command == "replay":
+                item = await dlq.replay_dead_letter(pools, args.id, by=args.actor)
+                print(f"replayed dead letter {item.id}: event {item.reference_id} ({item.kind}) is pending again")
+            else:
+                item = await dlq.discard_dead_letter(pools, args.id, by=args.actor)
+                print(f"discarded dead letter {item.id}: event {item.reference_id} ({item.kind}) will not be "
+                      f"published; {item.blocking} later event(s) of its aggregate go on")
+        except dlq.DeadLetterError as exc:
+            print(f"gradeflow: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    return 0
+
+
+def _dlq_line(item) -> str:  # type: ignore[no-untyped-def]
+    error = textwrap.shorten(item.last_error, 100, placeholder="...")
+    return (f"{item.id}\t{item.status}\t{item.source}\t{item.kind or '-'}\ttenant={item.tenant_id}\t"
+            f"ref={item.reference_id}\tattempts={item.attempts}\tblocking={item.blocking}\t"
+            f"last_failed={item.last_failed_at.isoformat(timespec='seconds')}\t{error}")
+
+
+def _print_dlq_item(item) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    for name in ("id", "status", "source", "kind", "tenant_id", "reference_id", "attempts", "blocking",
+                 "first_failed_at", "last_failed_at", "updated_at", "resolved_by", "first_error", "last_error"):
+        value = getattr(item, name)
+        print(f"{name + ':':<17}{value.isoformat() if hasattr(value, 'isoformat') else value}")
+    print("payload:")
+    print(textwrap.indent(json.dumps(item.payload, indent=2, sort_keys=True, default=str), "  "))
+
+
 def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.devserver import run_dev
 
@@ -177,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         "worker": lambda: _cmd_worker(settings, args.queue),
         "relay": lambda: _cmd_relay(settings),
         "token": lambda: _cmd_token(settings, args),
+        "dlq": lambda: _cmd_dlq(settings, args),
     }
     return commands[args.command]()
 

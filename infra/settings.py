@@ -74,9 +74,17 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=100, ge=1)
     """Events claimed by a relay per batch."""
     outbox_max_attempts: int = Field(default=8, ge=1)
-    """Publish attempts before an outbox event is marked failed (replayable)."""
+    """Logical failures of an outbox event before it is dead-lettered (``gradeflow dlq``); outages never count."""
     outbox_stream_maxlen: int = Field(default=10_000, ge=100)
     """Approximate length cap of each tenant's Redis event stream."""
+    outbox_backoff_base: float = Field(default=0.5, gt=0)
+    """First retry delay of a failed outbox event, seconds; it doubles per failure (with jitter)."""
+    outbox_backoff_cap: float = Field(default=60.0, gt=0)
+    """Longest retry delay of an outbox event, seconds: the pace of retries through an outage."""
+    outbox_publish_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one publish to Redis may take before the relay treats Redis as unreachable."""
+    outbox_dedupe_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    """How long Redis remembers that an event id is on the stream (a re-send within it appends nothing)."""
 
     heartbeat_timeout: float = Field(default=30.0, gt=0)
     """Heartbeat timeout of the grading agent activity, seconds."""

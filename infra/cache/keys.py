@@ -19,6 +19,14 @@ def events_stream(tenant_id: str) -> str:
     return f"{PREFIX}:{{{tenant_id}}}:stream"
 
 
+def published_marker_key(tenant_id: str, event_id: str) -> str:
+    """Marker of an outbox event already appended to the tenant's stream (value: its stream id).
+
+    Same hash tag as :func:`events_stream`, so the relay's publish script touches one slot.
+    """
+    return f"{PREFIX}:{{{tenant_id}}}:published:{event_id}"
+
+
 def submission_key(tenant_id: str, submission_id: str) -> str:
     """Hot copy of a submission with its results."""
     return f"{PREFIX}:{{{tenant_id}}}:submission:{submission_id}"

@@ -1,24 +1,34 @@
-"""The outbox relay: publishes committed outbox events to Redis, at least once, in aggregate order.
+"""The outbox relay: publishes committed outbox events to Redis, once per event id, in aggregate order.
 
 A relay claims a batch with ``outbox_claim`` (``FOR UPDATE SKIP LOCKED``, so several relays never
-publish the same row concurrently) and, for each event in id order, appends it to the tenant's
-Redis Stream, publishes it on the tenant's pub/sub channel, runs the handler registered for its type
-(e.g. the reconciler that starts the grading workflow) and marks it published. A failure schedules a
-retry with exponential backoff; after ``max_attempts`` the row is ``failed`` until
-``outbox_replay_failed``. A crash before the commit leaves the rows pending: they are published again
-with the same ``event_id`` and consumers dedupe.
+publish the same row concurrently) and, for each event in id order, publishes it
+(:class:`~infra.events.publish.StreamPublisher`: one Stream entry and one pub/sub message per event
+id, however often it is sent), runs the handler registered for its type (e.g. the reconciler that
+starts the grading workflow) and marks it published. A crash before the commit leaves the rows
+pending: they are sent again and find their stream entry already there.
+
+Failures are classified (:func:`~infra.events.failures.is_transient`):
+
+- transient (Redis, PostgreSQL or Temporal unreachable): retried for as long as it lasts, with capped
+  exponential backoff, never counted toward ``max_attempts``. A failed publish means Redis is down for
+  every event: the batch ends and the relay pauses for the backoff. A failed handler holds back the
+  other events of its type until the next batch.
+- logical (a handler raises for this event): counted; after ``max_attempts`` the event is ``failed``
+  and gets a dead-letter record (``dlq_items``) that :mod:`infra.events.dead_letters` replays or discards.
 
 Order per aggregate ``(tenant, target_type, target_id)``: an event is held back while an earlier event
-of its aggregate is still pending (failed in this batch, backing off, or claimed by another relay).
+of its aggregate is pending (failed in this batch, backing off, or claimed by another relay) or
+``failed`` (dead-lettered), so a failure never opens a gap; discarding the dead letter lets the later
+events go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import heapq
 import inspect
-import json
 import logging
 import random
 import signal
@@ -28,9 +38,10 @@ from typing import Any
 
 import psycopg
 
-from infra.cache.keys import events_channel, events_stream
 from infra.db.pools import PoolManager
+from infra.events.failures import describe, is_transient
 from infra.events.outbox import EventEnvelope
+from infra.events.publish import Published, StreamPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +55,29 @@ SELECT c.id FROM event_outbox c
    AND EXISTS (SELECT 1 FROM event_outbox e
                 WHERE e.tenant_id = c.tenant_id AND e.target_type = c.target_type
                   AND e.target_id = c.target_id AND e.id < c.id
-                  AND e.status = 'pending' AND e.id <> ALL(%(ids)s))
+                  AND e.status IN ('pending', 'failed') AND e.id <> ALL(%(ids)s))
 """
 MARK_PUBLISHED_SQL = "SELECT outbox_mark_published(%s, %s)"
 MARK_RETRY_SQL = "SELECT outbox_mark_retry(%s, %s, %s, %s) AS status"
+MARK_TRANSIENT_SQL = "SELECT outbox_mark_transient(%s, %s, %s)"
+DEAD_LETTER_SQL = "SELECT outbox_dead_letter(%s) AS dlq_id"
 REPLAY_FAILED_SQL = "SELECT outbox_replay_failed(%s) AS replayed"
 
 Handler = Callable[[EventEnvelope], Awaitable[None]]
 Aggregate = tuple[str, str, str]
+
+
+class Outcome(enum.Enum):
+    """What became of one claimed event in a batch."""
+
+    PUBLISHED = "published"
+    """Published and handled; marked published."""
+    HELD = "held"
+    """Failed logically: retry scheduled (or dead-lettered); later events of its aggregate wait."""
+    HANDLER_DOWN = "handler_down"
+    """Its handler could not reach a dependency: the rest of its type waits for the next batch."""
+    REDIS_DOWN = "redis_down"
+    """Publishing could not reach Redis: the batch ends and the relay pauses."""
 
 
 def backoff_delay(attempts: int, *, base: float = 0.5, cap: float = 60.0) -> float:
@@ -71,7 +97,10 @@ def backoff_delay(attempts: int, *, base: float = 0.5, cap: float = 60.0) -> flo
 
 
 async def replay_failed(pools: PoolManager, event_id: str) -> bool:
-    """Put a ``failed`` event back to ``pending`` with fresh attempts; tell whether it was failed."""
+    """Put a ``failed`` event back to ``pending`` with fresh attempts (its dead letter: ``replayed``).
+
+    Returns whether the event was failed.
+    """
     async with pools.connection() as conn, conn.transaction():
         cur = await conn.execute(REPLAY_FAILED_SQL, (event_id,))
         row = await cur.fetchone()
@@ -85,19 +114,23 @@ class OutboxRelay:
         pools: the process's pool manager (PostgreSQL and Redis).
         batch_size: rows claimed per batch.
         poll_interval: seconds between safety-net polls when no notification arrives.
-        max_attempts: attempts before an event is marked ``failed``.
+        max_attempts: logical failures (a handler raising for the event) before it is dead-lettered;
+            transient failures never count.
         stream_maxlen: approximate cap of each tenant stream.
-        handlers: per event type, an async callback run after publishing (a failure = publish failure).
+        handlers: per event type, an async callback run after publishing (its failures are classified too).
         name: label for logs.
         backoff_base: first retry delay, seconds.
-        backoff_cap: longest retry delay, seconds.
+        backoff_cap: longest retry delay, seconds (also the pace of retries through an outage).
+        publish_timeout: seconds one publish may take before Redis counts as unreachable.
+        dedupe_ttl: seconds Redis remembers an event id it appended (a re-send within it appends nothing).
 
     """
 
     def __init__(self, pools: PoolManager, *, batch_size: int = 100, poll_interval: float = 5.0,
                  max_attempts: int = 8, stream_maxlen: int = 10_000,
                  handlers: Mapping[str, Handler] | None = None, name: str = "relay",
-                 backoff_base: float = 0.5, backoff_cap: float = 60.0) -> None:
+                 backoff_base: float = 0.5, backoff_cap: float = 60.0, publish_timeout: float = 10.0,
+                 dedupe_ttl: int = 7 * 86400) -> None:
         self.pools = pools
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -107,10 +140,14 @@ class OutboxRelay:
         self.name = name
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.publish_timeout = publish_timeout
+        self.publisher = StreamPublisher(pools.redis, stream_maxlen=stream_maxlen, marker_ttl=dedupe_ttl)
         self.listening = asyncio.Event()
         """Set while the LISTEN connection is up (tests wait on it)."""
         self._wake = asyncio.Event()
         self._retries: list[float] = []  # heap of monotonic times at which our retries fall due
+        self._redis_failures = 0  # consecutive publishes that could not reach Redis
+        self._paused_until = 0.0  # monotonic time before which run() claims nothing (Redis is down)
 
     async def run_once(self) -> int:
         """Claim and process one batch in one transaction; return how many events were published."""
@@ -125,16 +162,23 @@ class OutboxRelay:
                 return 0
             blocked_ids = await self._blocked_ids(conn, rows)
             blocked: set[Aggregate] = set()
+            down_types: set[str] = set()  # event types whose handler could not reach a dependency
             for row in rows:
                 aggregate = (row["tenant_id"], row["target_type"], row["target_id"])
-                if aggregate in blocked or row["id"] in blocked_ids:
+                if aggregate in blocked or row["id"] in blocked_ids or row["event_type"] in down_types:
                     blocked.add(aggregate)
-                    logger.debug("%s: holding back event %s behind an earlier one", self.name, row["event_id"])
+                    logger.debug("%s: holding back event %s", self.name, row["event_id"])
                     continue
-                if await self._process(conn, row):
+                outcome = await self._process(conn, row)
+                if outcome is Outcome.PUBLISHED:
                     published += 1
-                else:
-                    blocked.add(aggregate)
+                    continue
+                blocked.add(aggregate)
+                if outcome is Outcome.HANDLER_DOWN:
+                    down_types.add(row["event_type"])
+                    heapq.heappush(self._retries, time.monotonic())  # the held-back rest: next batch
+                elif outcome is Outcome.REDIS_DOWN:
+                    break  # the rest of the batch stays pending, untouched
         return published
 
     async def _blocked_ids(self, conn: psycopg.AsyncConnection[Any], rows: list[dict[str, Any]]) -> set[int]:
@@ -152,53 +196,83 @@ class OutboxRelay:
             blocked.update(r["id"] for r in await cur.fetchall())
         return blocked
 
-    async def _process(self, conn: psycopg.AsyncConnection[Any], row: dict[str, Any]) -> bool:
-        """Publish one claimed row and record the outcome; return whether it was published."""
+    async def _process(self, conn: psycopg.AsyncConnection[Any], row: dict[str, Any]) -> Outcome:
+        """Publish one claimed row, run its handler and record the outcome."""
         envelope = EventEnvelope.from_row(row)
+        published: Published | None = None
         try:
-            stream_id = await self._publish(envelope)
+            async with asyncio.timeout(self.publish_timeout):
+                published = await self.publisher.publish(envelope)
+            self._redis_failures = 0
             handler = self.handlers.get(envelope.event_type)
             if handler is not None:
                 await handler(envelope)
-        except Exception as exc:  # noqa: BLE001 - any failure is a publish failure, retried
-            attempts = row["attempts"] + 1
-            delay = backoff_delay(attempts, base=self.backoff_base, cap=self.backoff_cap)
-            heapq.heappush(self._retries, time.monotonic() + delay)
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-            cur = await conn.execute(MARK_RETRY_SQL, (row["id"], error, delay, self.max_attempts))
-            status = (await cur.fetchone() or {}).get("status")
-            logger.warning("%s: event %s (%s) attempt %d failed: %s; %s", self.name, envelope.event_id,
-                           envelope.event_type, attempts, error,
-                           "marked failed" if status == "failed" else f"retry in {delay:.2f}s")
-            return False
-        await conn.execute(MARK_PUBLISHED_SQL, (row["id"], stream_id))
-        logger.debug("%s: published %s %s as %s", self.name, envelope.event_type, envelope.event_id, stream_id)
-        return True
+        except Exception as exc:  # noqa: BLE001 - classified: transient retried forever, logical counted
+            if is_transient(exc):
+                return await self._retry_transient(conn, row, exc, redis_down=published is None)
+            return await self._retry_logical(conn, row, exc)
+        assert published is not None
+        await conn.execute(MARK_PUBLISHED_SQL, (row["id"], published.stream_id))
+        logger.debug("%s: published %s %s as %s%s", self.name, envelope.event_type, envelope.event_id,
+                     published.stream_id, "" if published.fresh else " (already on the stream)")
+        return Outcome.PUBLISHED
 
-    async def _publish(self, envelope: EventEnvelope) -> str:
-        """XADD to the tenant stream, then PUBLISH on the tenant channel; return the stream id."""
-        redis = self.pools.redis
-        body = envelope.to_json()
-        stream_id = await redis.xadd(
-            events_stream(envelope.tenant_id), {"event": body, "event_id": envelope.event_id},
-            maxlen=self.stream_maxlen, approximate=True,
-        )
-        message = envelope.to_dict()
-        message["stream_id"] = stream_id
-        await redis.publish(events_channel(envelope.tenant_id),
-                            json.dumps(message, separators=(",", ":"), default=str))
-        return str(stream_id)
+    async def _retry_transient(self, conn: psycopg.AsyncConnection[Any], row: dict[str, Any], exc: Exception,
+                               *, redis_down: bool) -> Outcome:
+        """A dependency was unreachable: retry after a capped backoff; the attempt budget is untouched."""
+        delay = backoff_delay(row["transient_failures"] + 1, base=self.backoff_base, cap=self.backoff_cap)
+        heapq.heappush(self._retries, time.monotonic() + delay)
+        error = describe(exc)
+        await conn.execute(MARK_TRANSIENT_SQL, (row["id"], error, delay))
+        if redis_down:
+            self._redis_failures += 1
+            pause = backoff_delay(self._redis_failures, base=self.backoff_base, cap=self.backoff_cap)
+            self._paused_until = time.monotonic() + pause
+            logger.warning("%s: cannot publish to Redis (%s); pausing %.2fs (event %s retried, not counted)",
+                           self.name, error, pause, row["event_id"])
+            return Outcome.REDIS_DOWN
+        logger.warning("%s: handler of %s could not reach a dependency for event %s (%s); retry in %.2fs, "
+                       "not counted", self.name, row["event_type"], row["event_id"], error, delay)
+        return Outcome.HANDLER_DOWN
+
+    async def _retry_logical(self, conn: psycopg.AsyncConnection[Any], row: dict[str, Any],
+                             exc: Exception) -> Outcome:
+        """The event failed on its own: count the attempt; past the budget, dead-letter it."""
+        attempts = row["attempts"] + 1
+        delay = backoff_delay(attempts, base=self.backoff_base, cap=self.backoff_cap)
+        error = describe(exc)
+        cur = await conn.execute(MARK_RETRY_SQL, (row["id"], error, delay, self.max_attempts))
+        status = (await cur.fetchone() or {}).get("status")
+        if status != "failed":
+            heapq.heappush(self._retries, time.monotonic() + delay)
+            logger.warning("%s: event %s (%s) attempt %d/%d failed: %s; retry in %.2fs", self.name,
+                           row["event_id"], row["event_type"], attempts, self.max_attempts, error, delay)
+            return Outcome.HELD
+        cur = await conn.execute(DEAD_LETTER_SQL, (row["id"],))
+        dlq_id = (await cur.fetchone() or {}).get("dlq_id")
+        logger.error("%s: event %s (%s) failed %d times, last: %s; dead letter %s holds back the later events "
+                     "of %s %s until `gradeflow dlq replay|discard %s`", self.name, row["event_id"],
+                     row["event_type"], attempts, error, dlq_id, row["target_type"], row["target_id"], dlq_id)
+        return Outcome.HELD
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; woken by NOTIFY, polling as a safety net."""
         listener = asyncio.create_task(self._listen(stop), name=f"{self.name}-listen")
         try:
             while not stop.is_set():
+                paused = self._paused_until - time.monotonic()
+                if paused > 0:  # Redis is down: only stop cuts the pause short, not new events
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), paused)
+                    continue
                 self._wake.clear()
                 try:
                     published = await self.run_once()
-                except Exception:  # noqa: BLE001 - keep relaying; the next poll retries
-                    logger.exception("%s: batch failed", self.name)
+                except Exception as exc:  # noqa: BLE001 - keep relaying; the next poll retries
+                    if is_transient(exc):
+                        logger.warning("%s: batch failed (%s); rows stay pending", self.name, describe(exc))
+                    else:
+                        logger.exception("%s: batch failed", self.name)
                     published = 0
                 if published >= self.batch_size:
                     continue
@@ -275,7 +349,9 @@ async def run_relay(settings: Any, *, handlers: Mapping[str, Handler] | None = N
     relay = OutboxRelay(
         pools, batch_size=settings.outbox_batch_size, poll_interval=settings.outbox_poll_interval,
         max_attempts=settings.outbox_max_attempts, stream_maxlen=settings.outbox_stream_maxlen,
-        handlers=handlers, name="relay",
+        handlers=handlers, name="relay", backoff_base=settings.outbox_backoff_base,
+        backoff_cap=settings.outbox_backoff_cap, publish_timeout=settings.outbox_publish_timeout,
+        dedupe_ttl=settings.outbox_dedupe_ttl_seconds,
     )
     task = asyncio.create_task(relay.run(stop), name="outbox-relay")
     try:
