@@ -101,6 +101,8 @@ class AgentOutput:
     """Checkpoint thread used."""
     attempt: int = 1
     """Activity attempt that produced this."""
+    checkpoint_id: str = ""
+    """Latest checkpoint of the thread when the graph ended."""
 
 
 @dataclass

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", choices=["orchestration", "cognitive", "all"], default="all",
                         help="which task queue(s) to serve (default: all)")
     sub.add_parser("relay", help="run the outbox relay (publishes events, starts stranded workflows)")
+    retry = sub.add_parser("retry", help="retry a needs_intervention submission: a new grading run resumes from "
+                                         "its last checkpoint (audited)")
+    retry.add_argument("submission_id", help="the submission to retry")
+    retry.add_argument("--tenant", required=True, help="tenant owning the submission")
+    retry.add_argument("--reason", required=True, help="why it is retried (kept in the audit log)")
+    retry.add_argument("--actor", default="operator-cli", help="who retries it (default operator-cli)")
     token = sub.add_parser("token", help="mint a JWT bearer token for development")
     token.add_argument("--tenant", required=True, help="tenant id claim")
     token.add_argument("--role", action="append", choices=["submitter", "reviewer", "admin"],
@@ -178,6 +184,36 @@ def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return 0
 
 
+def _cmd_retry(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from infra.stack.preflight import check_all
+
+    asyncio.run(check_all(settings, redis=False))
+    return asyncio.run(_retry(settings, args))
+
+
+async def _retry(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from infra.db.pools import PoolManager
+    from infra.stack.preflight import connect_temporal
+    from infra.stores.interventions import NotRetryableError, SubmissionNotFoundError
+    from infra.temporal.retry import RetryInProgressError, retry_submission
+
+    client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
+    async with PoolManager.from_settings(settings, name="gradeflow-cli") as pools:
+        try:
+            started = await retry_submission(pools, client, tenant_id=args.tenant, submission_id=args.submission_id,
+                                             actor_id=args.actor, reason=args.reason, settings=settings)
+        except SubmissionNotFoundError:
+            print(f"gradeflow: no submission {args.submission_id} for tenant {args.tenant}", file=sys.stderr)
+            return EXIT_FAILURE
+        except (NotRetryableError, RetryInProgressError) as exc:
+            print(f"gradeflow: cannot retry {args.submission_id}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    resume = f"resumes from checkpoint thread {started.resume_thread_id}" if started.resume_thread_id else \
+        "grades afresh (no earlier run)"
+    print(f"retry of {started.submission_id} started: workflow {started.workflow_id} run {started.run_id}; {resume}")
+    return 0
+
+
 def _cmd_dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.preflight import check_database, require
 
@@ -255,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         "relay": lambda: _cmd_relay(settings),
         "token": lambda: _cmd_token(settings, args),
         "dlq": lambda: _cmd_dlq(settings, args),
+        "retry": lambda: _cmd_retry(settings, args),
     }
     return commands[args.command]()
 

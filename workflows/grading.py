@@ -15,7 +15,6 @@ operator may then start a new run that resumes from the last checkpoint (``resum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         SubmissionRef,
     )
     from infra.constants import (
-        COGNITIVE_QUEUE,
         GRADING_WORKFLOW,
         QUERY_PROGRESS,
         SIGNAL_AGENT_PROGRESS,
@@ -44,6 +42,17 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_REVIEW,
         SubmissionStatus,
     )
+    from workflows.types import (
+        ExternalEvent,
+        GradingInput,
+        GradingOutput,
+        ProgressView,
+        ReviewAck,
+        ReviewInput,
+    )
+
+__all__ = ["ExternalEvent", "GradingInput", "GradingOutput", "GradingWorkflow", "ProgressView", "ReviewAck",
+           "ReviewInput"]
 
 MAX_EXTERNAL_EVENTS = 20
 """External events kept in the workflow state (oldest dropped)."""
@@ -54,90 +63,6 @@ DB_ACTIVITY_TIMEOUT = timedelta(seconds=30)
 GRADING_ERROR = "GradingError"
 """Type of the agent's non-retryable error for a real grading failure (spends the error budget)."""
 AGENT_NON_RETRYABLE = ["CheckpointWriteError", GRADING_ERROR, "SubmissionNotFound"]
-
-
-@dataclass
-class GradingInput:
-    """Input of :class:`GradingWorkflow`."""
-
-    submission_id: str
-    tenant_id: str
-    exam_id: str
-    trace_id: str
-    heartbeat_timeout_s: float = 30
-    """Heartbeat timeout of the agent activity."""
-    agent_timeout_s: float = 900
-    """Start-to-close timeout of one agent attempt."""
-    review_deadline_s: float = 604800
-    """How long a flagged submission waits for a reviewer."""
-    cognitive_queue: str = COGNITIVE_QUEUE
-    """Task queue of the agent activity."""
-    agent_max_attempts: int = 3
-    """Agent runs spent on real grading errors before intervention (crashes and outages never count)."""
-    agent_max_concurrency: int | None = None
-    """Questions finished at once (see ``AgentInput.max_concurrency``); ``None``: no limit."""
-    low_confidence_threshold: float | None = None
-    """Override of the configured review threshold."""
-    outage_retry_timeout_s: float = 6 * 3600
-    """How long each activity keeps retrying through an outage (schedule-to-close), seconds."""
-    retry_max_interval_s: float = 30
-    """Longest wait between two retries of an activity, seconds."""
-    resume_thread_id: str = ""
-    """Checkpoint thread of an earlier run to resume from (an operator's retry); empty: this run's."""
-
-
-@dataclass
-class GradingOutput:
-    """Result of :class:`GradingWorkflow`."""
-
-    status: str
-    total: float
-    max_total: float
-    flagged: list[str]
-
-
-@dataclass
-class ReviewInput:
-    """A reviewer's decision (update ``submit_review`` or signal ``review``)."""
-
-    reviewer: str
-    overrides: dict[str, float] | None = None
-    """question_id -> score replacing the agent's."""
-    approve: bool = True
-    """``False`` rejects the grading (status ``failed``)."""
-    feedback: dict[str, str] | None = None
-    """question_id -> feedback replacing the agent's (a question may appear here only: its score is kept)."""
-
-
-@dataclass
-class ReviewAck:
-    """Answer of the ``submit_review`` update."""
-
-    accepted: bool
-    stage: str
-
-
-@dataclass
-class ExternalEvent:
-    """Signal ``external_event``: something happened outside (relayed from Redis)."""
-
-    event_type: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    event_id: str = ""
-    """Producer's id; a repeated id is ignored (at-least-once delivery). Empty: never deduplicated."""
-
-
-@dataclass
-class ProgressView:
-    """Answer of the ``get_progress`` query."""
-
-    stage: str
-    percentage: float
-    """0..100."""
-    details: dict[str, Any]
-    """questions_done, questions_total, current_node, checkpoint_id, attempt, external_events, ..."""
-    updated_at: str
-    """ISO 8601 workflow time of the last change."""
 
 
 @workflow.defn(name=GRADING_WORKFLOW)
@@ -176,7 +101,8 @@ class GradingWorkflow:
             self._set("grading", 10, questions_total=meta.questions_total)
             agent = await self._grade(inp)
             self._set("persisting", 92, questions_done=len(agent.grades), resumed=agent.resumed,
-                      resume_reason=agent.resume_reason, thread_id=agent.thread_id, attempt=agent.attempt)
+                      resume_reason=agent.resume_reason, thread_id=agent.thread_id, attempt=agent.attempt,
+                      checkpoint_id=agent.checkpoint_id or self._details.get("checkpoint_id", ""))
             persisted = await workflow.execute_activity_method(
                 GradingActivities.persist_grading_result,
                 PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
@@ -319,7 +245,26 @@ class GradingWorkflow:
 
     @submit_review.validator
     def _validate_review(self, review: ReviewInput) -> None:
+        """Refuse a decision unless awaiting review, and any decision that could not be recorded.
+
+        The decision is stored by ``set_status`` (scores, feedback, the reviewer as actor); a value
+        PostgreSQL refuses would fail that activity on every retry and leave the submission in
+        ``needs_review`` for good, so it is refused here, before the update is accepted.
+        """
         if self._stage != "needs_review" or self._review is not None:
             raise ValueError(f"not awaiting review (stage {self._stage})")
-        if not review.reviewer:
-            raise ValueError("reviewer is required")
+
+        def unstorable(text: object, limit: int, *, one_line: bool) -> bool:
+            return (not isinstance(text, str) or len(text) > limit or "\x00" in text
+                    or any(0xD800 <= ord(c) <= 0xDFFF for c in text) or (one_line and not text.isprintable()))
+
+        if not review.reviewer or not review.reviewer.strip() or unstorable(review.reviewer, 256, one_line=True):
+            raise ValueError("reviewer must be 1-256 printable characters")
+        for qid, score in (review.overrides or {}).items():
+            if unstorable(qid, 64, one_line=True):
+                raise ValueError(f"override question id {qid!r} cannot be stored")
+            if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score < float("inf"):
+                raise ValueError(f"override score of {qid!r} must be a finite number >= 0")
+        for qid, text in (review.feedback or {}).items():
+            if unstorable(qid, 64, one_line=True) or unstorable(text, 10_000, one_line=False):
+                raise ValueError(f"feedback of {qid!r} cannot be stored (text without NUL or lone surrogates)")

@@ -5,7 +5,7 @@ Producers call :func:`publish_external_event`, which XADDs one entry to the stre
 :class:`ExternalEventBridge` reads it with a consumer group, so nothing is lost while no bridge runs:
 
 - ``XREADGROUP`` hands each new entry to one bridge; it signals ``grade-<submission_id>`` with an
-  :class:`workflows.grading.ExternalEvent` and ``XACK``s the entry only after the signal succeeded.
+  :class:`workflows.types.ExternalEvent` and ``XACK``s the entry only after the signal succeeded.
 - Entries left pending longer than ``claim_idle`` (a bridge died between reading and acking, or the
   signal failed transiently) are taken over with ``XAUTOCLAIM`` and delivered again.
 - Delivery is at least once; the workflow ignores an ``event_id`` it has already recorded.
@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from infra.cache.keys import EXTERNAL_EVENTS_STREAM
 from infra.constants import SEARCH_ATTR_TENANT, SIGNAL_EXTERNAL_EVENT, grading_workflow_id
 from infra.events.relay import backoff_delay
-from workflows.grading import ExternalEvent
+from workflows.types import ExternalEvent
 
 logger = logging.getLogger(__name__)
 

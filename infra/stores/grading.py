@@ -210,8 +210,8 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
         psycopg.errors.CheckViolation: A grade breaks a constraint or the transition is refused.
 
     """
-    for grade in grades:
-        await conn.execute(UPSERT_RESULT_SQL, {
+    async with conn.cursor() as cur:  # one pipelined batch, not a round trip per question
+        await cur.executemany(UPSERT_RESULT_SQL, [{
             "submission_id": submission_id, "tenant_id": tenant_id,
             "question_id": grade["question_id"], "score": grade["score"],
             "max_points": grade["max_points"], "confidence": grade["confidence"],
@@ -219,7 +219,7 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
             "criteria_met": json.dumps(grade.get("criteria_met", [])),
             "criteria_missed": json.dumps(grade.get("criteria_missed", [])),
             "rubric_version": grade.get("rubric_version", 1), "flagged": bool(grade.get("flagged")),
-        })
+        } for grade in grades])
     cur = await conn.execute(SET_RESULT_STATUS_SQL, {
         "id": submission_id, "status": status, "total": total, "max_total": max_total,
     })

@@ -23,6 +23,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from infra.constants import (
+    GRADING_WORKFLOW,
     ORCHESTRATION_QUEUE,
     SEARCH_ATTR_SUBMISSION,
     SEARCH_ATTR_TENANT,
@@ -31,7 +32,7 @@ from infra.constants import (
     grading_workflow_id,
 )
 from infra.observability.tracing import trace_context, with_tracing
-from workflows.grading import GradingInput, GradingWorkflow
+from workflows.types import GradingInput
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
                        (WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE))
     try:
         await client.start_workflow(
-            GradingWorkflow.run, inp, id=workflow_id, task_queue=task_queue,
+            GRADING_WORKFLOW, inp, id=workflow_id, task_queue=task_queue,
             id_conflict_policy=conflict, id_reuse_policy=reuse,
             memo={"trace_id": trace_id, "tenant_id": tenant_id},
             static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
