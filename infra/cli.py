@@ -12,7 +12,6 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -133,10 +132,12 @@ def _cmd_relay(settings) -> int:  # type: ignore[no-untyped-def]
 
 
 async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-def]
-    """Run the relay with the reconciler: a ``submission.received`` event starts its grading.
+    """Run the relay, the reconciler and the external-event bridge until SIGTERM/SIGINT.
 
-    Beside it runs the external-event bridge (Redis stream → ``external_event`` signals); both share
-    the relay's stop signal (SIGTERM/SIGINT).
+    The relay publishes outbox events (each submission event also repairs that submission's hot copy);
+    the reconciler starts gradings of submissions left ``queued`` (:mod:`infra.temporal.reconciler`);
+    the bridge turns the Redis stream of external events into ``external_event`` signals. All three
+    share the relay's stop signal.
     """
     import os
     import socket
@@ -144,36 +145,37 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
     from redis.asyncio import Redis
 
     from infra.cache.copies import Cache
-    from infra.constants import SUBMISSION_EVENTS, EventType
+    from infra.constants import SUBMISSION_EVENTS
+    from infra.db.pools import PoolManager
     from infra.events.external import ExternalEventBridge
     from infra.events.relay import run_relay
     from infra.stack.preflight import connect_temporal
     from infra.stores.submissions import copy_repair_handler
-    from infra.temporal.starter import make_reconciler_handler
+    from infra.temporal.reconciler import StrandedReconciler
 
     client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
     stop = asyncio.Event()
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
     repair = copy_repair_handler(Cache(redis, ttl_seconds=settings.cache_ttl_seconds))
-    reconcile = make_reconciler_handler(client, settings=settings)
     handlers = {event_type.value: repair for event_type in SUBMISSION_EVENTS}
-
-    async def repair_and_reconcile(event: Any) -> None:
-        await repair(event)
-        await reconcile(event)
-
-    handlers[EventType.SUBMISSION_RECEIVED.value] = repair_and_reconcile
+    pools = PoolManager(str(settings.database_url), None, min_size=1, max_size=2, name="gradeflow-reconciler")
+    await pools.open()
+    reconciler = StrandedReconciler(pools, client, grace_seconds=settings.reconcile_after_seconds,
+                                    interval_seconds=settings.reconcile_interval_seconds, settings=settings)
+    reconciler_task = asyncio.create_task(reconciler.run(stop), name="reconciler")
     bridge = ExternalEventBridge(redis, client, consumer_name=f"relay-{socket.gethostname()}-{os.getpid()}")
     bridge_task = asyncio.create_task(bridge.run(stop), name="external-event-bridge")
     try:
         await run_relay(settings, handlers=handlers, stop=stop)
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(bridge_task, settings.shutdown_timeout)  # cancelled if it overruns
-        except TimeoutError:
-            pass
+        for task in (bridge_task, reconciler_task):
+            try:
+                await asyncio.wait_for(task, settings.shutdown_timeout)  # cancelled if it overruns
+            except TimeoutError:
+                pass
         await redis.aclose()
+        await pools.close()
 
 
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     outbox_dedupe_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     """How long Redis remembers that an event id is on the stream (a re-send within it appends nothing)."""
 
+    reconcile_after_seconds: float = Field(default=30.0, gt=0)
+    """A submission still queued this long after intake has its grading started by the reconciler."""
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    """Seconds between the reconciler's sweeps for stranded submissions (it runs in the relay process)."""
+
     heartbeat_timeout: float = Field(default=30.0, gt=0)
     """Heartbeat timeout of the grading agent activity, seconds."""
     agent_timeout: float = Field(default=900.0, gt=0)

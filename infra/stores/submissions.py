@@ -46,8 +46,9 @@ SELECT_RESULTS_SQL = """
 SELECT question_id, score, max_points, confidence, feedback, grader, criteria_met, criteria_missed,
        rubric_version, flagged, overridden
   FROM grading_results WHERE submission_id = %s ORDER BY question_id"""
-SELECT_STATUS_SQL = "SELECT status, workflow_id FROM submissions WHERE id = %s"
+SELECT_STATUS_SQL = "SELECT status, workflow_id, submitted_by FROM submissions WHERE id = %s"
 COUNT_BY_STATUS_SQL = "SELECT status, count(*) AS n FROM submissions WHERE exam_id = %s GROUP BY status"
+STRANDED_SQL = "SELECT tenant_id, id::text AS id, exam_id::text AS exam_id, trace_id FROM stranded_submissions(%s, %s)"
 
 
 VIEW_KEYS = frozenset({"id", "exam_id", "student_id", "status", "workflow_id", "trace_id", "created_at",
@@ -245,3 +246,14 @@ def copy_repair_handler(cache: Cache) -> Callable[[EventEnvelope], Awaitable[Non
             await cache.drop_if_older(submission_key(event.tenant_id, event.target_id), event.version)
 
     return repair
+
+
+async def stranded(pools: PoolManager, *, older_than_seconds: float, limit: int) -> list[dict[str, Any]]:
+    """Submissions of every tenant still ``queued`` after ``older_than_seconds`` (oldest first).
+
+    Read through the SECURITY DEFINER function ``stranded_submissions`` (the reconciler has no
+    tenant context): ``{tenant_id, id, exam_id, trace_id}`` only.
+    """
+    async with pools.connection() as conn:
+        cur = await conn.execute(STRANDED_SQL, (older_than_seconds, limit))
+        return list(await cur.fetchall())
