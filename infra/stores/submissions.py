@@ -46,7 +46,7 @@ SELECT_RESULTS_SQL = """
 SELECT question_id, score, max_points, confidence, feedback, grader, criteria_met, criteria_missed,
        rubric_version, flagged, overridden
   FROM grading_results WHERE submission_id = %s ORDER BY question_id"""
-SELECT_STATUS_SQL = "SELECT status, workflow_id, submitted_by FROM submissions WHERE id = %s"
+SELECT_STATUS_SQL = "SELECT status, workflow_id FROM submissions WHERE id = %s"
 COUNT_BY_STATUS_SQL = "SELECT status, count(*) AS n FROM submissions WHERE exam_id = %s GROUP BY status"
 STRANDED_SQL = "SELECT tenant_id, id::text AS id, exam_id::text AS exam_id, trace_id FROM stranded_submissions(%s, %s)"
 
