@@ -180,13 +180,14 @@ class AgentActivities:
                                     on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
         config: RunnableConfig = {"configurable": {"thread_id": start.thread_id}}
         tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
+        exam_id = str(inputs.submission["exam_id"])
         if start.resume:
             snapshot = await graph.aget_state(config)
             tracker.add_grades((snapshot.values or {}).get("grades"))
             tracker.progress.checkpoint_id = snapshot.config["configurable"].get("checkpoint_id", "")
         ticker = asyncio.create_task(self._tick(tracker, info.heartbeat_timeout))
         try:
-            await self._report(inp, tracker, force=True)
+            await self._report(inp, tracker, exam_id, force=True)
             graph_input: Any = None if start.resume else {}
             stream = graph.astream(graph_input, config, context=ctx,
                                    stream_mode=["updates", "checkpoints"])
@@ -204,12 +205,12 @@ class AgentActivities:
                     if node == GRADE_QUESTION and isinstance(update, dict):
                         tracker.add_grades(update.get("grades"))
                 activity.heartbeat(tracker.details())
-                await self._report(inp, tracker)
+                await self._report(inp, tracker, exam_id)
             state = (await graph.aget_state(config)).values
         finally:
             ticker.cancel()
         tracker.progress.finished = True
-        await self._report(inp, tracker, force=True)
+        await self._report(inp, tracker, exam_id, force=True)
         return self._output(state, inputs.rubric_versions, start, attempt)
 
     def _on_grade(self, inp: AgentInput, run_id: str, attempt: int, thread_id: str,
@@ -240,7 +241,7 @@ class AgentActivities:
             await asyncio.sleep(interval)
             activity.heartbeat(tracker.details())
 
-    async def _report(self, inp: AgentInput, tracker: _Tracker, *, force: bool = False) -> None:
+    async def _report(self, inp: AgentInput, tracker: _Tracker, exam_id: str = "", *, force: bool = False) -> None:
         """Publish progress on Redis and signal the workflow; failures are logged, never raised.
 
         Every step goes to Redis (cheap, live for WebSocket clients); the workflow is signalled at
@@ -249,7 +250,7 @@ class AgentActivities:
         """
         progress = tracker.progress
         await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
-                                    progress=asdict(progress))
+                                    progress=asdict(progress), exam_id=exam_id)
         now = time.monotonic()
         interval = float(getattr(self.settings, "progress_signal_interval", 0.5))
         if not force and now - tracker.last_signal_at < interval:

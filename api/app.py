@@ -26,6 +26,7 @@ from api.openapi import install_openapi
 from api.routes import api_router
 from infra.cache.copies import Cache
 from infra.db.pools import PoolManager
+from infra.events.hub import FeedHub
 from infra.observability.tracing import setup_tracing, with_tracing
 from infra.security.ratelimit import RateLimiter
 from infra.settings import Settings, get_settings
@@ -119,9 +120,13 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
             setup_tracing(settings, "gradeflow-api", pools)
             app.state.temporal = temporal_client or with_tracing(await connect_temporal(settings))
             app.state.rate_limiter = RateLimiter.from_settings(settings, pools.redis)
+            app.state.feed_hub = FeedHub(pools.redis, max_feeds_per_tenant=settings.ws_max_feeds_per_tenant)
             await _ensure_schedules(app.state.temporal, settings)
             yield
         finally:
+            hub = getattr(app.state, "feed_hub", None)
+            if hub is not None:
+                await hub.close()
             await pools.close(timeout=settings.shutdown_timeout)
 
     app = FastAPI(

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """Interface the API binds to."""
     api_port: int = Field(default=8000, ge=1, le=65535)
     """API port."""
+    ws_max_feeds_per_tenant: int = Field(default=100, ge=1)
+    """Live WebSocket feeds one tenant may hold open at once on each API process (more: close code 4429)."""
     pg_port: int = Field(default=5433, ge=1, le=65535)
     """Embedded PostgreSQL TCP port (dev stack only)."""
     redis_port: int = Field(default=6380, ge=1, le=65535)

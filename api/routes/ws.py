@@ -4,8 +4,14 @@ Connect with ``?last_event_id=<stream id>`` to first receive the durable events 
 the tenant's Redis Stream, then live ones, with no duplicates. Every message is JSON
 ``{event_id, stream_id, event_type, submission_id, occurred_at, payload}``; the first one has
 ``event_type`` ``snapshot`` and the current view as payload. Authentication: a bearer token in the
-``Authorization`` header or ``?token=`` (close code 4401 when missing or invalid); the feed only ever
-shows the token's tenant, so another tenant's submission/exam is unknown: close code 4404.
+``Authorization`` header or ``?token=``.
+
+Refusals are close codes after an accepted handshake, so every client can tell them apart: 4401 (no
+or a bad token), 4404 (no such submission/exam in the token's tenant: another tenant's id looks
+exactly like a missing one), 4429 (the tenant holds ``GRADEFLOW_WS_MAX_FEEDS_PER_TENANT`` feeds on this
+API process). Over the connect rate limit the handshake is answered 429; with PostgreSQL unavailable,
+503 (both with ``Retry-After``). After the snapshot, 1011 means live events are unavailable (Redis down).
+Every feed of the process shares one Redis pub/sub connection (:class:`infra.events.hub.FeedHub`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import principal_from_scope
+from infra.events.hub import FeedLimitError
 from infra.events.subscriber import LiveSubscriber, for_exam, for_submission
 from infra.security.tokens import Principal
 from infra.stores import exams, submissions
@@ -31,8 +38,13 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/ws", tags=["live"])
 
 CLOSE_UNAUTHENTICATED = 4401
+"""Close code: no bearer token, or one that is invalid or expired."""
 CLOSE_NOT_FOUND = 4404
+"""Close code: no such submission/exam in the token's tenant (another tenant's id looks the same)."""
+CLOSE_TOO_MANY_FEEDS = 4429
+"""Close code: the tenant holds ``GRADEFLOW_WS_MAX_FEEDS_PER_TENANT`` feeds on this API process already."""
 CLOSE_UNAVAILABLE = 1011
+"""Close code after the snapshot: live events are unavailable (Redis down)."""
 MESSAGE_FIELDS = ("event_id", "stream_id", "event_type", "submission_id", "occurred_at", "payload")
 
 
@@ -51,26 +63,35 @@ def _snapshot(payload: dict[str, Any], submission_id: str | None) -> dict[str, A
             "occurred_at": datetime.now(UTC).isoformat(), "payload": payload}
 
 
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    """Accept the handshake, then close with ``code``: browsers see close codes, never a handshake status."""
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason)
+
+
 async def _feed(websocket: WebSocket, accept: Callable[[dict[str, Any]], bool],
                 load: Callable[[str], Awaitable[dict[str, Any] | None]], submission_id: str | None,
-                last_event_id: str | None) -> None:
-    """Authenticate, subscribe, send the snapshot (``load(tenant)``), replay, then relay live events."""
+                follows: str, last_event_id: str | None) -> None:
+    """Authenticate, join the hub, send the snapshot (``load(tenant)``), replay, then relay live events."""
     tenant = _tenant_of(websocket)
     if tenant is None:
-        await websocket.close(code=CLOSE_UNAUTHENTICATED)
+        await _refuse(websocket, CLOSE_UNAUTHENTICATED, "missing or invalid bearer token")
         return
-    pools = websocket.app.state.pools
-    live = LiveSubscriber(pools.redis, tenant, accept, last_event_id=last_event_id)
-    subscriber: LiveSubscriber | None = live
+    state = websocket.app.state
+    subscriber: LiveSubscriber | None = LiveSubscriber(state.feed_hub, state.pools.redis, tenant, accept,
+                                                       follows=follows, last_event_id=last_event_id)
     try:
-        await live.__aenter__()
-    except (RedisError, OSError) as exc:
-        logger.warning("live feed without redis: %s", exc)
+        await subscriber.__aenter__()  # type: ignore[union-attr]
+    except FeedLimitError as exc:
+        await _refuse(websocket, CLOSE_TOO_MANY_FEEDS, str(exc))
+        return
+    except (RedisError, OSError, TimeoutError) as exc:
+        logger.warning("live feed without redis: %r", exc)
         subscriber = None
     try:
-        snapshot = await load(tenant)
-        if snapshot is None:
-            await websocket.close(code=CLOSE_NOT_FOUND)
+        snapshot = await load(tenant)  # an outage here denies the handshake with a 503 problem
+        if snapshot is None:  # another tenant's id looks exactly like a missing one
+            await _refuse(websocket, CLOSE_NOT_FOUND, "not found")
             return
         await websocket.accept()
         await websocket.send_json(_snapshot(snapshot, submission_id))
@@ -92,8 +113,7 @@ async def _pump(websocket: WebSocket, subscriber: LiveSubscriber) -> None:
 
     async def relay() -> None:
         async for event in subscriber.live():
-            if event is not None:
-                await websocket.send_json(_message(event))
+            await websocket.send_json(_message(event))
 
     async def watch() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
@@ -122,7 +142,7 @@ async def submission_feed(websocket: WebSocket, submission_id: str, last_event_i
         view, _ = await submissions.read_submission(state.pools, state.cache, tenant, submission_id)
         return view
 
-    await _feed(websocket, for_submission(submission_id), load, submission_id, last_event_id)
+    await _feed(websocket, for_submission(submission_id), load, submission_id, submission_id, last_event_id)
 
 
 @router.websocket("/exams/{exam_id}")
@@ -137,4 +157,4 @@ async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | Non
         counts = await submissions.count_by_status(state.pools, tenant, exam_id)
         return {"exam": exam, "submissions_by_status": counts}
 
-    await _feed(websocket, for_exam(exam_id), load, None, last_event_id)
+    await _feed(websocket, for_exam(exam_id), load, None, exam_id, last_event_id)

@@ -2,7 +2,8 @@
 
 The outbox relay appends every durable event to ``events_stream(tenant)`` (field ``event`` = the
 envelope JSON) and PUBLISHes it on ``events_channel(tenant)``; progress notifications are only
-published (no stream id). A :class:`LiveSubscriber` subscribes to the channel *before* reading the
+published (no stream id). A :class:`LiveSubscriber` joins the process's
+:class:`infra.events.hub.FeedHub` (one pub/sub connection for every feed) *before* reading the
 stream, so nothing published between the replay and the live phase is lost; the live phase drops
 messages whose stream id is not after the last one delivered.
 """
@@ -12,16 +13,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast
 
 import redis.asyncio as aioredis
 
-from infra.cache.keys import events_channel, events_stream
+from infra.cache.keys import events_stream
+
+if TYPE_CHECKING:
+    from infra.events.hub import Feed, FeedHub
 
 logger = logging.getLogger(__name__)
 
 REPLAY_BATCH = 200
 """Stream entries read per XRANGE call during replay."""
+RESYNC: Final = "resync"
+"""Hub queue item: live messages may have been lost; replay the Stream from the last delivered id."""
 
 
 def parse_stream_id(value: str | None) -> tuple[int, int] | None:
@@ -57,9 +63,10 @@ def normalise_event(raw: Any, *, stream_id: str | None = None) -> dict[str, Any]
         except ValueError:
             return None
     if isinstance(inner, dict) and "event_type" not in inner and "type" in inner:
-        # an ephemeral notification of infra.events.live: {type, tenant_id, submission_id, at, data}
+        # an ephemeral notification of infra.events.live: {type, tenant_id, submission_id, exam_id, at, data}
         inner = {"event_type": inner["type"], "submission_id": inner.get("submission_id"),
-                 "occurred_at": inner.get("at"), "payload": inner.get("data") or {}}
+                 "exam_id": inner.get("exam_id"), "occurred_at": inner.get("at"),
+                 "payload": inner.get("data") or {}}
     if not isinstance(inner, dict) or "event_type" not in inner:
         return None
     stream_id = stream_id or inner.get("stream_id")
@@ -90,27 +97,40 @@ def for_exam(exam_id: str) -> Callable[[dict[str, Any]], bool]:
 
 
 class LiveSubscriber:
-    """One client's feed: optional stream replay, then live pub/sub messages, in order, once each.
+    """One client's feed: optional stream replay, then live events from the hub, in order, once each.
 
-    Use as an async context manager (subscribes on enter, unsubscribes on exit), then iterate
-    :meth:`replay` and :meth:`live`.
+    Use as an async context manager (joins the process's :class:`infra.events.hub.FeedHub` on enter,
+    leaves it on exit), then iterate :meth:`replay` and :meth:`live`. Without ``last_event_id`` the
+    feed notes the Stream's tail when it opens, so a gap (the hub reconnected, or the client read too
+    slowly) is filled from the Stream from there.
 
     Args:
-        redis: the process's Redis client (a dedicated pub/sub connection is taken from its pool).
+        hub: the process's feed hub (one pub/sub connection for every feed).
+        redis: the process's Redis client (Stream reads).
         tenant_id: whose channel and stream to read.
         accept: filter deciding which events this client gets.
+        follows: the submission or exam id every accepted event names (lets the hub skip decoding
+            the tenant's other traffic).
         last_event_id: stream id the client saw last; entries after it are replayed.
+
+    Raises:
+        infra.events.hub.FeedLimitError: on enter, when the tenant holds the most feeds allowed.
 
     """
 
-    def __init__(self, redis: aioredis.Redis, tenant_id: str, accept: Callable[[dict[str, Any]], bool], *,
+    def __init__(self, hub: FeedHub, redis: aioredis.Redis, tenant_id: str,
+                 accept: Callable[[dict[str, Any]], bool], *, follows: str | None = None,
                  last_event_id: str | None = None) -> None:
+        self._hub = hub
         self._redis = redis
         self._tenant_id = tenant_id
         self._accept = accept
+        self._follows = follows
         self._start = last_event_id if parse_stream_id(last_event_id) else None
         self._last: tuple[int, int] | None = parse_stream_id(self._start)
-        self._pubsub: Any = None
+        self._tail: tuple[int, int] | None = self._last
+        self._feed: Feed | None = None
+        self._context: Any = None
 
     @property
     def last_stream_id(self) -> tuple[int, int] | None:
@@ -118,17 +138,30 @@ class LiveSubscriber:
         return self._last
 
     async def __aenter__(self) -> LiveSubscriber:
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(events_channel(self._tenant_id))
+        context = self._hub.feed(self._tenant_id, self._accept, follows=self._follows)
+        self._feed = await context.__aenter__()
+        self._context = context
+        try:
+            if self._tail is None:  # subscribed first, so nothing after the tail can be missed
+                self._tail = await self._stream_tail()
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._pubsub is not None:
+    async def __aexit__(self, *exc: Any) -> None:
+        context, self._context = self._context, None
+        if context is not None:
             try:
-                await self._pubsub.unsubscribe()
-                await self._pubsub.aclose()
-            except Exception as err:  # noqa: BLE001 - closing a broken connection
-                logger.debug("pubsub close failed: %s", err)
+                await context.__aexit__(None, None, None)
+            except Exception as err:  # noqa: BLE001 - leaving the hub on a broken connection
+                logger.debug("leaving the feed hub failed: %s", err)
+
+    async def _stream_tail(self) -> tuple[int, int]:
+        """The id of the Stream's newest entry (``0-0`` for an empty stream)."""
+        newest = cast("list[tuple[str, Any]]",
+                      await self._redis.xrevrange(events_stream(self._tenant_id), max="+", min="-", count=1))
+        return (parse_stream_id(newest[0][0]) if newest else None) or (0, 0)
 
     def _take(self, event: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
         """Whether to deliver ``event``; advances the last delivered stream id."""
@@ -146,7 +179,10 @@ class LiveSubscriber:
         """Yield this client's stream entries after ``last_event_id`` (nothing without one)."""
         if self._start is None:
             return
-        cursor = self._start
+        async for event in self._replay_after(self._start):
+            yield event
+
+    async def _replay_after(self, cursor: str) -> AsyncIterator[dict[str, Any]]:
         stream = events_stream(self._tenant_id)
         while True:
             # The pool decodes responses (``decode_responses=True``), so ids and fields are str; redis-py
@@ -163,15 +199,15 @@ class LiveSubscriber:
             if len(entries) < REPLAY_BATCH:
                 return
 
-    async def live(self, *, poll_timeout: float = 1.0) -> AsyncIterator[dict[str, Any] | None]:
-        """Yield live events as they arrive; yields ``None`` on every idle poll (lets callers check)."""
+    async def live(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield live events as they arrive; after a gap, first what the Stream holds since the last one."""
+        assert self._feed is not None, "use LiveSubscriber as an async context manager"
         while True:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_timeout)
-            if message is None:
-                yield None
+            item = await self._feed.queue.get()
+            if item == RESYNC:
+                since = max(self._last or (0, 0), self._tail or (0, 0))
+                async for event in self._replay_after(f"{since[0]}-{since[1]}"):
+                    yield event
                 continue
-            if message.get("type") != "message":
-                continue
-            event = normalise_event(message.get("data"))
-            if self._take(event):
-                yield event
+            if self._take(item):
+                yield item

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from infra.events import live
 from infra.events.outbox import add_event
@@ -118,17 +118,48 @@ async def test_snapshot_then_ordered_events_and_replay_without_duplicates(
     await temporal_client.get_workflow_handle(f"grade-{other_sid}").terminate("test done")
 
 
-async def test_unknown_or_foreign_submission_and_no_credentials_are_refused(api_url, client, auth_headers,
-                                                                          tenant_id, temporal_client):
-    _, sid = await submit(client, auth_headers(tenant_id))
+async def close_of(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    """The close code and reason a feed ends with before sending anything."""
+    async with connect(url, additional_headers=headers) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def test_refusals_are_close_codes_that_tell_auth_from_not_found(api_url, client, auth_headers, tenant_id,
+                                                                     temporal_client):
+    exam_id, sid = await submit(client, auth_headers(tenant_id))
     foreign = auth_headers(f"t-{uuid.uuid4().hex[:12]}")
-    for path, headers in ((f"/v1/ws/submissions/{sid}", foreign), (f"/v1/ws/submissions/{uuid.uuid4()}",
-                                                                    auth_headers(tenant_id)),
-                          (f"/v1/ws/submissions/{sid}", {})):
-        with pytest.raises(InvalidStatus):
-            async with connect(ws_url(api_url, path), additional_headers=headers) as ws:
-                await recv(ws)
+    own = auth_headers(tenant_id)
+    for path in (f"/v1/ws/submissions/{sid}", f"/v1/ws/exams/{exam_id}"):
+        assert await close_of(ws_url(api_url, path), {}) == (4401, "missing or invalid bearer token")
+        assert (await close_of(ws_url(api_url, path), {"Authorization": "Bearer forged"}))[0] == 4401
+        token = foreign["Authorization"].split()[1]
+        assert await close_of(ws_url(api_url, f"{path}?token={token}"), {}) == (4404, "not found")
+    missing = (f"/v1/ws/submissions/{uuid.uuid4()}", f"/v1/ws/exams/{uuid.uuid4()}")
+    for path in missing:  # a missing id and another tenant's id look exactly alike
+        assert await close_of(ws_url(api_url, path), own) == (4404, "not found")
     await temporal_client.get_workflow_handle(f"grade-{sid}").terminate("test done")
+
+
+async def test_exam_feed_carries_progress_of_its_submissions_only(api_url, client, auth_headers, tenant_id, pools,
+                                                                  temporal_client):
+    headers = auth_headers(tenant_id)
+    exam_id, sid = await submit(client, headers)
+    other_exam, other_sid = await submit(client, headers)
+    async with connect(ws_url(api_url, f"/v1/ws/exams/{exam_id}"), additional_headers=headers) as ws:
+        assert (await recv(ws))["event_type"] == "snapshot"
+        await live.publish_progress(pools.redis, tenant_id=tenant_id, submission_id=other_sid,
+                                    progress={"percentage": 10}, exam_id=other_exam)
+        await live.publish_progress(pools.redis, tenant_id=tenant_id, submission_id=sid,
+                                    progress={"percentage": 60}, exam_id=exam_id)
+        progress = await recv(ws)
+        assert progress["event_type"] == "grading.progress" and progress["submission_id"] == sid
+        assert progress["payload"]["percentage"] == 60
+        await recv_nothing(ws, 0.5)
+    for s in (sid, other_sid):
+        await temporal_client.get_workflow_handle(f"grade-{s}").terminate("test done")
 
 
 async def test_exam_feed_snapshot_counts_submissions(api_url, client, auth_headers, tenant_id, temporal_client):
