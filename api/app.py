@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.access_log import install_token_redaction
 from api.errors import BodySizeLimitMiddleware, install_error_handlers
 from api.middleware.idempotency import IdempotencyMiddleware
 from api.middleware.ratelimit import RateLimitMiddleware
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
             app.state.temporal = temporal_client or with_tracing(await connect_temporal(settings))
             app.state.rate_limiter = RateLimiter.from_settings(settings, pools.redis)
             app.state.feed_hub = FeedHub(pools.redis, max_feeds_per_tenant=settings.ws_max_feeds_per_tenant)
+            install_token_redaction()
             await _ensure_schedules(app.state.temporal, settings)
             yield
         finally:
@@ -132,6 +134,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
     app = FastAPI(
         title="gradeflow", version="0.1.0", lifespan=lifespan,
         description=API_DESCRIPTION,
+        # No trailing-slash redirects: their Location is built from the Host header, which clients control.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.grading_options = dict(grading_options or {})
@@ -146,11 +150,26 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
     return app
 
 
+def uvicorn_config(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None) -> Any:
+    """The uvicorn configuration of ``gradeflow api``.
+
+    Proxy headers (``X-Forwarded-For``/``-Proto``) are believed only from ``GRADEFLOW_TRUSTED_PROXIES``;
+    with none configured the client address is the peer's, so nobody can pick the address that
+    anonymous rate limits are keyed on.
+    """
+    import uvicorn
+
+    trusted = settings.trusted_proxy_list
+    return uvicorn.Config(app, host=host or settings.api_host, port=settings.api_port if port is None else port,
+                          log_level=settings.log_level.lower(), proxy_headers=bool(trusted),
+                          forwarded_allow_ips=",".join(trusted) if trusted else "", ws="websockets-sansio")
+
+
 def serve(settings: Settings | None = None) -> None:
     """Run the API with uvicorn on ``settings.api_host:api_port`` until interrupted."""
     import uvicorn
 
     settings = settings or get_settings()
-    config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                            log_level=settings.log_level.lower(), proxy_headers=True, ws="websockets-sansio")
+    config = uvicorn_config(create_app(settings), settings)
+    install_token_redaction()  # uvicorn configured its loggers just now
     uvicorn.Server(config).run()

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """Interface the API binds to."""
     api_port: int = Field(default=8000, ge=1, le=65535)
     """API port."""
+    trusted_proxies: str = ""
+    """Comma-separated proxy addresses (IPs or CIDRs) whose X-Forwarded-For/-Proto the API believes. Empty: none."""
     ws_max_feeds_per_tenant: int = Field(default=100, ge=1)
     """Live WebSocket feeds one tenant may hold open at once on each API process (more: close code 4429)."""
     pg_port: int = Field(default=5433, ge=1, le=65535)
@@ -160,6 +162,11 @@ class Settings(BaseSettings):
         for name in ("rate_limit_submit", "rate_limit_read", "rate_limit_websocket"):
             _check_rate(name, getattr(self, name))
         return self
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """``trusted_proxies`` as a list (empty: proxy headers are ignored)."""
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @property
     def admin_url(self) -> str | None:

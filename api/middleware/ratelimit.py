@@ -2,8 +2,11 @@
 
 Route classes: ``websocket`` (WebSocket connects), ``submit`` (POST/PUT/PATCH/DELETE) and ``read``
 (everything else). The tenant comes from the bearer token; unauthenticated requests are counted
-per client address. Health, metrics and documentation paths are never limited. The limiter lives
-on ``app.state.rate_limiter`` (built in the lifespan); without it requests pass unlimited.
+per client address: the peer's, or the one a trusted proxy forwarded (uvicorn believes
+``X-Forwarded-For`` only from ``GRADEFLOW_TRUSTED_PROXIES``, see :func:`api.app.uvicorn_config`).
+Health, metrics and documentation paths are never limited. When the limit cannot be checked (no free
+Redis connection) the request is refused with 503 and ``Retry-After``, never let through. The limiter
+lives on ``app.state.rate_limiter`` (built in the lifespan); without it requests pass unlimited.
 """
 
 from __future__ import annotations
@@ -81,19 +84,22 @@ class RateLimitMiddleware:
 
 
 async def _refuse(decision: Decision, scope: Scope, receive: Receive, send: Send) -> None:
-    detail = f"rate limit of {decision.limit} per {decision.period}s exceeded for {route_class(scope)}"
-    response = problem_response(429, detail, slug="rate-limited",
-                                instance=scope["path"], headers=decision.headers())
+    if decision.unavailable:
+        status, slug = 503, "rate-limiter-busy"
+        detail = "the rate limit could not be checked (every Redis connection is busy); retry shortly"
+    else:
+        status, slug = 429, "rate-limited"
+        detail = f"rate limit of {decision.limit} per {decision.period}s exceeded for {route_class(scope)}"
+    response = problem_response(status, detail, slug=slug, instance=scope["path"], headers=decision.headers())
     if scope["type"] == "http":
         return await response(scope, receive, send)
-    # WebSocket: answer the handshake with a 429 when the server supports it, else close (1013).
+    # WebSocket: answer the handshake with the status when the server supports it, else close (1013).
     await receive()  # websocket.connect
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = json.dumps(problem_body(429, detail, slug="rate-limited",
-                                       instance=scope["path"])).encode()
+        body = json.dumps(problem_body(status, detail, slug=slug, instance=scope["path"])).encode()
         headers = [(b"content-type", b"application/problem+json"),
                    *[(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]]
-        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
         return
     await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})

@@ -1,9 +1,16 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Readiness runs a PostgreSQL query, a Redis ping and a Temporal health call; it is unauthenticated and
+never rate limited, so its result is cached for :data:`READY_CACHE_SECONDS` and at most one check runs
+at a time (concurrent callers share it).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -17,6 +24,46 @@ if TYPE_CHECKING:  # temporalio is imported lazily at run time
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
 TEMPORAL_CHECK_TIMEOUT = 2.0
+READY_CACHE_SECONDS = 1.0
+"""How long one readiness result is served before the dependencies are checked again."""
+
+
+class ReadinessCache:
+    """The latest readiness result, reused for ``ttl`` seconds; one check in flight at a time.
+
+    Args:
+        ttl: seconds a result is served after its check finished.
+
+    Attributes:
+        checks: checks run so far (for tests and metrics).
+
+    """
+
+    def __init__(self, ttl: float = READY_CACHE_SECONDS) -> None:
+        self.ttl = ttl
+        self.checks = 0
+        self._result: tuple[float, tuple[Any, ...], Any] | None = None
+        self._running: tuple[tuple[Any, ...], asyncio.Future[Any]] | None = None
+
+    async def get(self, key: tuple[Any, ...], check: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached result for ``key`` (the dependencies checked), else the result of one ``check()``."""
+        if self._result is not None:
+            at, cached_key, value = self._result
+            if cached_key == key and time.monotonic() - at < self.ttl:
+                return value
+        if self._running is None or self._running[0] != key:
+            self.checks += 1
+            task = asyncio.ensure_future(check())
+            self._running = (key, task)
+
+            def done(finished: asyncio.Future[Any]) -> None:
+                if self._running is not None and self._running[1] is finished:
+                    self._running = None
+                if not finished.cancelled() and finished.exception() is None:
+                    self._result = (time.monotonic(), key, finished.result())
+
+            task.add_done_callback(done)
+        return await asyncio.shield(self._running[1])  # a caller that goes away leaves the check running
 
 
 @router.get("", response_model=HealthOut)
@@ -42,8 +89,16 @@ async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, requ
     With Redis down reads fall back to PostgreSQL; with Temporal down submissions are still accepted
     and the outbox reconciler starts their workflows later.
     """
-    checks, temporal_state = await asyncio.gather(pools.health(), _temporal_check(temporal))
-    limiter = getattr(request.app.state, "rate_limiter", None)
+    state = request.app.state
+    if getattr(state, "readiness", None) is None:
+        state.readiness = ReadinessCache()
+
+    async def check() -> tuple[dict[str, str], str]:
+        database_and_redis, temporal_state = await asyncio.gather(pools.health(), _temporal_check(temporal))
+        return database_and_redis, temporal_state
+
+    checks, temporal_state = await state.readiness.get((id(pools), id(temporal)), check)
+    limiter = getattr(state, "rate_limiter", None)
     checks = {**checks, "temporal": temporal_state}
     if limiter is None or limiter.degraded:  # listed only while Redis-backed limits are not in force
         checks["rate_limiter"] = "degraded: in-process fallback"

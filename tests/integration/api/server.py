@@ -18,11 +18,20 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: Any, *, startup_timeout: float = 30.0) -> AsyncIterator[str]:
-    """Serve ``app`` (its real lifespan included) with uvicorn; yield the base URL ``http://host:port``."""
+async def running_server(app: Any, *, startup_timeout: float = 30.0, settings: Any = None) -> AsyncIterator[str]:
+    """Serve ``app`` (its real lifespan included) with uvicorn; yield the base URL ``http://host:port``.
+
+    With ``settings`` the server is configured exactly as ``gradeflow api`` configures it
+    (:func:`api.app.uvicorn_config`: proxy headers, log level), on a free port of 127.0.0.1.
+    """
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            ws="websockets-sansio")
+    if settings is not None:
+        from api.app import uvicorn_config
+
+        config = uvicorn_config(app, settings, host="127.0.0.1", port=port)
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                ws="websockets-sansio")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = asyncio.get_running_loop().time() + startup_timeout
