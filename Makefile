@@ -3,8 +3,9 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: run test bench lint fmt clean help
+.PHONY: run test bench chaos lint fmt clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -29,6 +30,9 @@ test: $(VENV)/.installed-dev  ## run the test suite against real embedded servic
 
 bench: $(VENV)/.installed-dev  ## run benchmarks; JSON in bench/results/
 	$(BIN)/python -m bench.run
+
+chaos: $(VENV)/.installed-dev  ## fault-injection suite under load (CHAOS_ARGS="--quick", "--scenario ..."); JSON in bench/results/
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 lint: $(VENV)/.installed-dev  ## ruff + mypy
 	$(BIN)/ruff check .

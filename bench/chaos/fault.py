@@ -1,0 +1,211 @@
+"""The frame a fault function works in: the run's options, the processes, the fault instants.
+
+:class:`Fault` gives the fault functions of :mod:`bench.chaos.scenarios` what they need to act at the
+right moment (``next_wave``: grades just came back; ``retried_agent_running``: a retried agent attempt
+runs; ``under_way``: gradings are in progress), to kill a platform process or stop a server, and to
+record each fault instant (:func:`bench.chaos.snapshots.snapshot_fault`) for the re-grading check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.chaos.load import Http, Load
+from bench.chaos.services import Platform, RestartableStack
+from bench.chaos.snapshots import GRADER_CALLS_COUNT_SQL, NOW_SQL, Db, FaultSnapshot, snapshot_fault
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRIGGER_TIMEOUT = 120.0
+"""Longest wait for gradings to be under way before a fault is injected."""
+ORCHESTRATION_REKILL = 4.0
+"""Seconds after the orchestration worker's restart at which it is killed again."""
+RELAY_DOWN = 3.0
+"""Seconds the relay stays down after its first kill of a round (a backlog of events builds up)."""
+AGENT_ACTIVITY = "run_grading_agent"
+"""Temporal activity type of the grading agent."""
+OUTBOX_DRAIN_TIMEOUT = 90.0
+"""Longest wait, after settling, for the tenant's outbox to have nothing pending."""
+
+
+@dataclass
+class Options:
+    """Knobs of a run (command-line options)."""
+
+    n: int = 20
+    q: int = 20
+    grade_delay: float = 3.0
+    burst: int = 10
+    post_interval: float = 0.5
+    post_retry: float = 240.0
+    heartbeat_timeout: float = 10.0
+    settle_timeout: float = 240.0
+    kills: int = 6
+    redis_short: float = 30.0
+    redis_long: float = 90.0
+    pg_down: float = 5.0
+    temporal_down: float = 5.0
+    checkpoint_lag: float = 2.0
+    storm_keys: int = 10
+    storm_copies: int = 8
+    log_level: str = "WARNING"
+
+
+@dataclass
+class Fault:
+    """What a fault function works with: the processes, the truth, and the record of fault instants."""
+
+    name: str
+    stack: RestartableStack
+    platform: Platform
+    db: Db
+    tenant: str
+    opts: Options
+    http: Http
+    exam_id: str
+    load: Load
+    log: Callable[[str], None]
+    t0: float = field(default_factory=time.monotonic)
+    snaps: list[FaultSnapshot] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    extra_accepted: list[str] = field(default_factory=list)
+
+    def mark(self, what: str) -> None:
+        """Add ``what`` to the scenario's timeline (seconds since the scenario started)."""
+        self.timeline.append({"t": round(time.monotonic() - self.t0, 1), "event": what})
+        self.log(f"{self.name}: {what}")
+
+    async def under_way(self, min_new_calls: int = 1, timeout: float = TRIGGER_TIMEOUT) -> bool:
+        """Wait until ``min_new_calls`` more questions are graded and some submission is grading."""
+        start = await self.db.grader_calls(self.tenant)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            statuses = await self.db.statuses(self.tenant) or {}
+            busy = {"queued", "grading"} & set(statuses.values())
+            if await self.db.grader_calls(self.tenant) - start >= min_new_calls and "grading" in busy:
+                return True
+            if self.load.finished and not busy:
+                self.mark("no grading left to interrupt: the load is done")
+                return False
+            await asyncio.sleep(0.2)
+        self.mark(f"no grading under way within {timeout:.0f}s")
+        return False
+
+    async def next_wave(self, timeout: float = TRIGGER_TIMEOUT) -> bool:
+        """Return as soon as new questions come back (a grading's answers are being recorded).
+
+        Polls ``grader_calls`` every 20 ms on one connection, so a kill right after it lands while
+        that grading's grades are returned but possibly not yet checkpointed: the worst moment.
+        ``False`` when nothing is left to grade or ``timeout`` passes.
+        """
+        conn = await psycopg.AsyncConnection.connect(self.db.admin_url, autocommit=True, connect_timeout=3)
+        async with conn:
+            async def count() -> int:
+                row = await (await conn.execute(GRADER_CALLS_COUNT_SQL, (self.tenant,))).fetchone()
+                return int(row[0]) if row else 0
+
+            start, polls = await count(), 0
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if await count() > start:
+                    return True
+                polls += 1
+                if polls % 50 == 0 and self.load.finished:
+                    statuses = await self.db.statuses(self.tenant) or {}
+                    if not {"queued", "grading"} & set(statuses.values()):
+                        self.mark("no grading left to interrupt: the load is done")
+                        return False
+                await asyncio.sleep(0.02)
+        self.mark(f"no grading came back within {timeout:.0f}s")
+        return False
+
+    async def retried_agent_running(self, timeout: float = TRIGGER_TIMEOUT) -> bool:
+        """Wait until a retried grading-agent attempt (attempt ≥ 2) runs on the live cognitive worker.
+
+        Asks Temporal for the pending activities of the gradings in progress; an attempt counts once
+        the current worker (identity ``<pid>@host``) has started it, not while the dead one still holds it.
+        """
+        from temporalio.api.enums.v1 import PendingActivityState
+        from temporalio.client import Client
+
+        client = await Client.connect(self.stack.temporal_address)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            pid = self.platform.pids().get("worker-cognitive")
+            statuses = await self.db.statuses(self.tenant) or {}
+            for sid in [s for s, status in statuses.items() if status == "grading"]:
+                try:
+                    desc = await client.get_workflow_handle(f"grade-{sid}").describe()
+                except Exception:  # noqa: BLE001 - a workflow closing meanwhile; look at the others
+                    continue
+                for act in desc.raw_description.pending_activities:
+                    if (act.activity_type.name == AGENT_ACTIVITY and act.attempt >= 2
+                            and act.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                            and act.last_worker_identity.startswith(f"{pid}@")):
+                        return True
+            if self.load.finished and not {"queued", "grading"} & set(statuses.values()):
+                self.mark("no retried grading to interrupt: everything is settled")
+                return False
+            await asyncio.sleep(0.5)
+        self.mark(f"no retried grading attempt ran within {timeout:.0f}s")
+        return False
+
+    async def snapshot(self, label: str) -> FaultSnapshot:
+        """Record the state at this instant (PostgreSQL must be up)."""
+        snap = await snapshot_fault(self.db.admin_url, self.tenant, label)
+        self.snaps.append(snap)
+        return snap
+
+    async def before_outage(self, label: str) -> None:
+        """Snapshot, then re-read the clock so the instant is the last moment before the outage."""
+        snap = await self.snapshot(label)
+        snap.at = (await self.db.fetch(NOW_SQL))[0]["now"]
+
+    async def kill(self, process: str, label: str, *, respawn: bool = True) -> None:
+        """SIGKILL a platform process, snapshot the state it left, start it again (unless ``respawn`` is off)."""
+        pid = self.platform.kill(process)
+        await self.snapshot(label)
+        if respawn:
+            self.mark(f"{label}: SIGKILL pid {pid}; restarted as pid {self.platform.respawn(process)}")
+        else:
+            self.mark(f"{label}: SIGKILL pid {pid}; left down")
+
+    async def outage(self, service: str, seconds: float) -> None:
+        """Stop a server for ``seconds`` (the load and the prober go on), then start it on the same port."""
+        await self.before_outage(f"{service} down {seconds:g}s")
+        await asyncio.to_thread(self.stack.stop_service, service)
+        self.mark(f"{service} stopped")
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(self.stack.start_service, service)
+        self.mark(f"{service} back after {seconds:g}s")
+
+
+FaultFn = Callable[[Fault], Awaitable[None]]
+
+
+async def until(condition: Callable[[], bool], timeout: float = TRIGGER_TIMEOUT) -> bool:
+    """Wait (bounded) until ``condition()`` holds; tell whether it did."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def poll(read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], *, timeout: float,
+               every: float) -> bool:
+    """Call ``read()`` every ``every`` s until ``ok(value)`` or ``timeout``; tell whether it held."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ok(await read()):
+            return True
+        await asyncio.sleep(every)
+    return False
