@@ -114,8 +114,10 @@ def _cmd_api(settings) -> int:  # type: ignore[no-untyped-def]
 
 
 def _cmd_worker(settings, queue: str) -> int:  # type: ignore[no-untyped-def]
-    from infra.stack.preflight import check_all
+    from infra.stack.preflight import check_all, check_model
 
+    if queue in ("cognitive", "all"):
+        check_model(settings)  # before connecting anything: a missing provider package is one line
     asyncio.run(check_all(settings))
     from worker import run_worker
 
@@ -181,8 +183,13 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     from infra.security.tokens import mint_token
 
-    print(mint_token(settings, tenant=args.tenant, roles=args.role or ["submitter"], sub=args.sub,
-                     ttl_seconds=args.ttl))
+    try:
+        token = mint_token(settings, tenant=args.tenant, roles=args.role or ["submitter"], sub=args.sub,
+                           ttl_seconds=args.ttl)
+    except ValueError as exc:
+        print(f"gradeflow: token --tenant {args.tenant!r}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
     return 0
 
 
@@ -276,6 +283,9 @@ def _print_dlq_item(item) -> None:  # type: ignore[no-untyped-def]
 
 def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.devserver import run_dev
+    from infra.stack.preflight import check_model
+
+    check_model(settings)  # before the stack starts: the cognitive worker would fail after the banner
 
     return run_dev(settings)
 

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_JWT_SECRET = "dev-secret-change-me-never-use-in-production"
 """Dev/test default (32+ bytes, as RFC 7518 asks of HS256 keys); refused in prod like any placeholder."""
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-secret-change-me", "secret", DEV_JWT_SECRET})
+MIN_JWT_SECRET_BYTES = 32
+"""Shortest HS256 secret accepted in prod (RFC 7518: a key at least as long as the hash)."""
+DEFAULT_APP_DB_PASSWORD = "gradeflow-app"
+"""Dev default password of the ``gradeflow_app`` role; refused in prod."""
 
 
 class Settings(BaseSettings):
@@ -35,7 +39,7 @@ class Settings(BaseSettings):
     """PostgreSQL URL of the application role. Unset: the embedded server (``gradeflow dev``)."""
     database_admin_url: PostgresDsn | None = None
     """PostgreSQL URL of an owner/superuser for migrations. Defaults to ``database_url``."""
-    app_db_password: str = "gradeflow-app"
+    app_db_password: str = DEFAULT_APP_DB_PASSWORD
     """Password given to the ``gradeflow_app`` role that the migrations create (RLS applies to it)."""
 
     redis_url: RedisDsn | None = None
@@ -157,6 +161,8 @@ class Settings(BaseSettings):
     def _check_secrets(self) -> Settings:
         if self.env == "prod" and self.jwt_secret.strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("GRADEFLOW_JWT_SECRET is a placeholder; set a real secret outside dev")
+        if self.env == "prod":
+            _check_prod_secrets(self)
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("GRADEFLOW_DB_POOL_MIN must not exceed GRADEFLOW_DB_POOL_MAX")
         for name in ("rate_limit_submit", "rate_limit_read", "rate_limit_websocket"):
@@ -173,6 +179,19 @@ class Settings(BaseSettings):
         """URL used for migrations (admin URL, else the application URL)."""
         url = self.database_admin_url or self.database_url
         return str(url) if url else None
+
+
+def _check_prod_secrets(settings: Settings) -> None:
+    """Refuse short JWT secrets and the default database password (``GRADEFLOW_ENV=prod`` only)."""
+    if len(settings.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ValueError(f"GRADEFLOW_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes in prod "
+                         "(e.g. the output of `openssl rand -hex 32`)")
+    if settings.app_db_password == DEFAULT_APP_DB_PASSWORD:
+        raise ValueError("GRADEFLOW_APP_DB_PASSWORD is the default password; set your own in prod")
+    for name in ("database_url", "database_admin_url"):
+        url = getattr(settings, name)
+        if url is not None and any(host.get("password") == DEFAULT_APP_DB_PASSWORD for host in url.hosts()):
+            raise ValueError(f"GRADEFLOW_{name.upper()} uses the default database password; set your own in prod")
 
 
 def _check_rate(name: str, value: str) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import warnings
 from urllib.parse import urlsplit
 
 from infra.settings import Settings
@@ -14,6 +17,48 @@ class ConfigError(RuntimeError):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(f"{setting}: {message}")
         self.setting = setting
+
+
+MODEL_EXTRAS = {"openai": "openai", "azure_openai": "openai", "anthropic": "anthropic"}
+"""Model provider -> the gradeflow extra that installs its LangChain package."""
+MODEL_KEYS = {
+    "openai": "OPENAI_API_KEY", "azure_openai": "AZURE_OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
+    "google_genai": "GOOGLE_API_KEY", "mistralai": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY",
+    "cohere": "COHERE_API_KEY", "fireworks": "FIREWORKS_API_KEY", "together": "TOGETHER_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY", "xai": "XAI_API_KEY", "perplexity": "PPLX_API_KEY",
+}
+"""Model provider -> the environment variable its LangChain package reads the API key from."""
+
+
+def check_model(settings: Settings) -> None:
+    """Check ``GRADEFLOW_LLM_MODEL`` before anything starts: known provider, package installed, API key set.
+
+    Raises:
+        ConfigError: naming ``GRADEFLOW_LLM_MODEL`` and what to install or set.
+
+    """
+    model = settings.llm_model
+    if not model:
+        return
+    setting = "GRADEFLOW_LLM_MODEL"
+    try:
+        from langchain.chat_models.base import _BUILTIN_PROVIDERS, _parse_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, provider = _parse_model(model, None)
+        package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
+    except (ImportError, KeyError, ValueError):
+        raise ConfigError(setting, f"cannot tell the provider of {model!r}; write it as provider:model, "
+                                   "e.g. openai:gpt-4o-mini (or unset it to grade with the rubric engine)") from None
+    if importlib.util.find_spec(package) is None:
+        extra = MODEL_EXTRAS.get(provider)
+        install = f"pip install 'gradeflow[{extra}]'" if extra else f"pip install {package.replace('_', '-')}"
+        raise ConfigError(setting, f"{model!r} needs the {package} package: {install}")
+    key = MODEL_KEYS.get(provider)
+    if key and not os.environ.get(key):
+        raise ConfigError(setting, f"{model!r} needs {key} set in the environment "
+                                   "(or unset GRADEFLOW_LLM_MODEL to grade with the rubric engine)")
 
 
 def _where(url: str) -> str:

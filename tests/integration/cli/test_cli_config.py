@@ -31,6 +31,16 @@ def _clean_env() -> dict[str, str]:
         (["worker"], {"GRADEFLOW_TEMPORAL_ADDRESS": "no-port"}, "GRADEFLOW_TEMPORAL_ADDRESS"),
         (["api"], {"GRADEFLOW_API_PORT": "99999"}, "GRADEFLOW_API_PORT"),
         (["api"], {"GRADEFLOW_ENV": "prod"}, "GRADEFLOW_JWT_SECRET"),
+        (["api"], {"GRADEFLOW_ENV": "prod", "GRADEFLOW_JWT_SECRET": "changeme123"}, "GRADEFLOW_JWT_SECRET"),
+        (["api"], {"GRADEFLOW_ENV": "prod", "GRADEFLOW_JWT_SECRET": "password"}, "GRADEFLOW_JWT_SECRET"),
+        (["api"], {"GRADEFLOW_ENV": "prod", "GRADEFLOW_JWT_SECRET": "k" * 40}, "GRADEFLOW_APP_DB_PASSWORD"),
+        (["migrate"], {"GRADEFLOW_ENV": "prod", "GRADEFLOW_JWT_SECRET": "k" * 40, "GRADEFLOW_APP_DB_PASSWORD": "s3cret",
+                       "GRADEFLOW_DATABASE_URL": "postgresql://gradeflow_app:gradeflow-app@127.0.0.1:1/gradeflow"},
+         "GRADEFLOW_DATABASE_URL"),
+        (["token", "--tenant", "demo school"], {}, "--tenant"),
+        (["worker", "--queue", "cognitive"], {"GRADEFLOW_LLM_MODEL": "openai:gpt-4o-mini"}, "gradeflow[openai]"),
+        (["worker"], {"GRADEFLOW_LLM_MODEL": "anthropic:claude-sonnet-4-5"}, "gradeflow[anthropic]"),
+        (["dev"], {"GRADEFLOW_LLM_MODEL": "no-such-model"}, "GRADEFLOW_LLM_MODEL"),
     ],
 )
 def test_bad_configuration_names_the_setting(args: list[str], overrides: dict[str, str], setting: str) -> None:
@@ -39,6 +49,24 @@ def test_bad_configuration_names_the_setting(args: list[str], overrides: dict[st
     assert setting in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_model_is_checked_before_anything_starts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No provider package: the extra to install; the package but no key: the key; nothing started."""
+    env = {**_clean_env(), "GRADEFLOW_LLM_MODEL": "openai:gpt-4o-mini", "GRADEFLOW_DATA_DIR": str(tmp_path / "data")}
+    env.pop("OPENAI_API_KEY", None)
+    missing = _run(["dev"], env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip() == ("gradeflow: GRADEFLOW_LLM_MODEL: 'openai:gpt-4o-mini' needs the langchain_openai "
+                                      "package: pip install 'gradeflow[openai]'")
+    stub = tmp_path / "site" / "langchain_openai"  # an importable package, as if the extra were installed
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub.parent), env.get("PYTHONPATH")]))
+    no_key = _run(["dev"], env)
+    assert no_key.returncode == 2 and len(no_key.stderr.strip().splitlines()) == 1, no_key.stderr
+    assert "GRADEFLOW_LLM_MODEL" in no_key.stderr and "OPENAI_API_KEY" in no_key.stderr
+    assert not (tmp_path / "data").exists()  # the embedded stack never started
 
 
 def test_wrong_password_names_the_setting(services) -> None:  # type: ignore[no-untyped-def]
