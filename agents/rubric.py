@@ -16,11 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from infra.text import FiniteFloat, Label, StoredText, text_problem
+
 MAX_TEXT_ANSWER_CHARS = 20_000
 """Longest accepted text answer, in characters."""
 
 POINTS_TOLERANCE = 1e-6
 """Allowed difference between the criteria points sum and ``max_points``."""
+
+MAX_POINTS = 1_000_000
+"""Largest ``max_points`` of a question (and points of a criterion): totals stay finite."""
 
 
 class QuestionType(StrEnum):
@@ -41,17 +46,17 @@ class Criterion(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=64)
+    id: Label = Field(min_length=1, max_length=64)
     """Stable identifier, reported in ``criteria_met`` / ``criteria_missed``."""
-    description: str
+    description: StoredText
     """Human-readable statement of what the answer must contain."""
-    points: float = Field(ge=0)
+    points: FiniteFloat = Field(ge=0, le=MAX_POINTS)
     """Points awarded when the criterion is met."""
-    keywords: list[str] = Field(default_factory=list)
+    keywords: list[StoredText] = Field(default_factory=list)
     """Words or phrases whose presence counts as a hit."""
-    synonyms: dict[str, list[str]] = Field(default_factory=dict)
+    synonyms: dict[StoredText, list[StoredText]] = Field(default_factory=dict)
     """Alternatives per keyword (keyword -> alternatives); a synonym hit counts as exact."""
-    min_matches: int = Field(default=1, ge=1)
+    min_matches: int = Field(default=1, ge=1, le=10_000)
     """Keyword hits needed for the criterion to be met."""
 
     @field_validator("keywords")
@@ -80,17 +85,17 @@ class Rubric(BaseModel):
 
     criteria: list[Criterion] = Field(default_factory=list)
     """Criteria of a text question."""
-    options: list[str] = Field(default_factory=list)
+    options: list[StoredText] = Field(default_factory=list)
     """Options offered by a choice question."""
-    correct: list[str] = Field(default_factory=list)
+    correct: list[StoredText] = Field(default_factory=list)
     """Correct options; more than one makes the question multi-select."""
     partial_credit: bool = True
     """Multi-select only: award partial credit instead of all-or-nothing."""
-    value: float | None = None
+    value: FiniteFloat | None = None
     """Expected value of a numeric question."""
-    abs_tol: float = Field(default=0, ge=0)
+    abs_tol: FiniteFloat = Field(default=0, ge=0)
     """Absolute tolerance of a numeric question."""
-    rel_tol: float = Field(default=0, ge=0)
+    rel_tol: FiniteFloat = Field(default=0, ge=0)
     """Relative tolerance of a numeric question (``math.isclose`` semantics)."""
     fuzzy_threshold: int = Field(default=85, ge=0, le=100)
     """Minimum rapidfuzz similarity (0-100) for a fuzzy keyword hit."""
@@ -101,13 +106,13 @@ class Question(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=64)
+    id: Label = Field(min_length=1, max_length=64)
     """Question identifier, unique within an exam."""
     type: QuestionType
     """Which grading engine applies."""
-    prompt: str
+    prompt: StoredText
     """Question text shown to the student."""
-    max_points: float = Field(gt=0)
+    max_points: FiniteFloat = Field(gt=0, le=MAX_POINTS)
     """Full marks."""
     rubric: Rubric
     """Scoring rules."""
@@ -197,6 +202,8 @@ def validate_answer(question: Question, answer: Any) -> Any:
             raise ValueError(f"answer to {qid!r}: expected a number or a numeric string")
         try:
             number = float(answer.strip()) if isinstance(answer, str) else float(answer)
+        except OverflowError:  # an integer too large for a float (hundreds of digits)
+            raise ValueError(f"answer to {qid!r}: the number is too large") from None
         except ValueError:
             raise ValueError(f"answer to {qid!r}: {answer!r} is not a number") from None
         if not math.isfinite(number):
@@ -204,6 +211,8 @@ def validate_answer(question: Question, answer: Any) -> Any:
         return number
     if not isinstance(answer, str):
         raise ValueError(f"answer to {qid!r}: expected text")
+    if (problem := text_problem(answer)) is not None:
+        raise ValueError(f"answer to {qid!r}: {problem}")
     if len(answer) > MAX_TEXT_ANSWER_CHARS:
         raise ValueError(f"answer to {qid!r}: longer than {MAX_TEXT_ANSWER_CHARS} characters")
     return answer

@@ -7,11 +7,12 @@ graders could not grade, naming the field.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from agents.rubric import Question, QuestionType, Rubric
+from infra.text import FiniteFloat, Label, StoredText, json_text_problems
 
 MAX_QUESTIONS = 200
 """Most questions one exam may hold."""
@@ -22,8 +23,8 @@ class ExamCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=500)
-    """Exam title."""
+    title: Label = Field(min_length=1, max_length=500)
+    """Exam title (one line)."""
     questions: list[Question] = Field(min_length=1, max_length=MAX_QUESTIONS)
     """Questions in order, each with its rubric; ids unique within the exam."""
 
@@ -61,6 +62,18 @@ class ExamOut(BaseModel):
     questions: list[QuestionOut]
 
 
+def _storable_answer(value: JsonValue) -> JsonValue:
+    for path, problem in json_text_problems(value):
+        raise ValueError(f"{path}: {problem}" if path else problem)
+    return value
+
+
+QuestionKey = Annotated[Label, Field(min_length=1, max_length=64)]
+"""A question id as a key (``answers``, ``overrides``)."""
+Answer = Annotated[JsonValue, AfterValidator(_storable_answer)]
+"""An answer: any JSON whose strings are storable (the exam's question type checks the rest)."""
+
+
 class SubmissionCreate(BaseModel):
     """``POST /v1/submissions`` body."""
 
@@ -68,11 +81,11 @@ class SubmissionCreate(BaseModel):
 
     exam_id: uuid.UUID
     """The exam answered."""
-    student_id: str = Field(min_length=1, max_length=200)
+    student_id: Label = Field(min_length=1, max_length=200)
     """The student's id in the caller's system."""
-    answers: dict[str, JsonValue] = Field(max_length=MAX_QUESTIONS)
+    answers: dict[QuestionKey, Answer] = Field(max_length=MAX_QUESTIONS)
     """question_id -> answer (option string or list, number, or text by question type)."""
-    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+    external_id: Label | None = Field(default=None, min_length=1, max_length=200)
     """Caller's own id; resubmitting the same (exam, student, external_id) returns the first submission."""
 
 
@@ -151,23 +164,15 @@ class ReadyOut(BaseModel):
     checks: dict[str, str]
 
 
-def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 class ScoreOverride(BaseModel):
     """A reviewer's replacement grade for one question."""
 
     model_config = ConfigDict(extra="forbid")
 
-    score: float = Field(ge=0, allow_inf_nan=False)
+    score: FiniteFloat = Field(ge=0)
     """New score, between 0 and the question's max_points."""
-    feedback: str | None = Field(default=None, max_length=10_000)
+    feedback: StoredText | None = Field(default=None, max_length=10_000)
     """New feedback; omitted keeps the grader's."""
-
-    _feedback_no_nul = field_validator("feedback")(_no_nul)
 
 
 class ReviewCreate(BaseModel):
@@ -177,12 +182,10 @@ class ReviewCreate(BaseModel):
 
     approve: bool = True
     """``False`` rejects a submission awaiting review (status ``failed``)."""
-    overrides: dict[str, ScoreOverride] = Field(default_factory=dict, max_length=MAX_QUESTIONS)
+    overrides: dict[QuestionKey, ScoreOverride] = Field(default_factory=dict, max_length=MAX_QUESTIONS)
     """question_id -> replacement grade."""
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: StoredText | None = Field(default=None, max_length=2_000)
     """Why, kept in the review audit log."""
-
-    _reason_no_nul = field_validator("reason")(_no_nul)
 
 
 class RetryCreate(BaseModel):
@@ -190,7 +193,7 @@ class RetryCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2_000)
+    reason: StoredText = Field(min_length=1, max_length=2_000)
     """Why it is retried (kept in the audit log)."""
 
 

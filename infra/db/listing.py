@@ -2,7 +2,9 @@
 
 Only names declared in a :class:`ListResource` ever reach SQL, as identifiers or fixed
 expressions; every value is a parameter. Deep pages use an opaque keyset ``cursor`` (base64url of
-the last row's sort key and id) so they cost the same as the first page. The default sort
+the last row's sort key and id) so they cost the same as the first page. A cursor is decoded into
+typed values PostgreSQL accepts (an aware UTC ``datetime``, a finite ``Decimal`` of bounded
+exponent, storable text, a canonical UUID): a forged one is a 422, never a database error. The default sort
 ``created_at DESC, id DESC`` and the status filter match the ``(tenant_id[, status], created_at
 DESC, id DESC)`` indexes. Queries slower than a threshold are logged with their trace id and counted.
 """
@@ -17,12 +19,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from prometheus_client import Counter
 from psycopg import sql
+
+from infra.text import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +90,9 @@ SUBMISSIONS = ListResource(
     filters={"status": FilterSpec("status", "="), "exam_id": FilterSpec("exam_id", "="),
              "student_id": FilterSpec("student_id", "="), "created_after": FilterSpec("created_at", ">="),
              "created_before": FilterSpec("created_at", "<"), "min_total": FilterSpec("total", ">="),
-             "max_total": FilterSpec("total", "<=")},
+             "max_total": FilterSpec("total", "<="), "submitted_by": FilterSpec("submitted_by", "=")},
 )
-"""Submissions; a missing ``total`` sorts lowest."""
+"""Submissions; a missing ``total`` sorts lowest. ``submitted_by`` is set by the API, never by a query parameter."""
 
 EXAMS = ListResource(
     name="exams", table="exams", fields=("id", "title", "created_at", "updated_at"),
@@ -143,8 +147,11 @@ def encode_cursor(sort_by: str, sort_order: str, value: Any, row_id: Any) -> str
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, query: ListQuery, cast: str = "text") -> tuple[str, str]:
-    """Return ``(value, id)`` of a cursor made for the same sort; else :class:`ListingError`."""
+def decode_cursor(cursor: str, query: ListQuery, cast: str = "text") -> tuple[Any, str]:
+    """Return ``(value, id)`` of a cursor made for the same sort; else :class:`ListingError`.
+
+    The value is typed for its SQL ``cast`` (see :data:`_CURSOR_VALUES`), the id is a canonical UUID.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
@@ -156,22 +163,43 @@ def decode_cursor(cursor: str, query: ListQuery, cast: str = "text") -> tuple[st
         raise ListingError([{"loc": ["query", "cursor"], "type": "value_error",
                              "msg": "cursor was made for another sort order"}])
     try:
-        uuid.UUID(row_id)
-        _CURSOR_CHECKS[cast](str(value))
-    except (KeyError, ValueError, ArithmeticError) as exc:
+        if not isinstance(value, str):
+            raise TypeError("cursor value must be a string")
+        return _CURSOR_VALUES[cast](value), str(uuid.UUID(row_id))
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise ListingError([{"loc": ["query", "cursor"], "type": "value_error",
                              "msg": "malformed cursor"}]) from exc
-    return str(value), row_id
 
 
-def _check_text(value: str) -> None:
-    if "\x00" in value:
-        raise ValueError("NUL in cursor")
+MAX_CURSOR_EXPONENT = 1000
+"""Largest decimal exponent of a numeric cursor value (PostgreSQL's ``numeric`` overflows far above)."""
 
 
-_CURSOR_CHECKS: dict[str, Callable[[str], object]] = {
-    "timestamptz": datetime.fromisoformat, "numeric": Decimal, "text": _check_text}
-"""Parse a cursor value as its SQL cast would, so a forged cursor is a 422, never a database error."""
+def _instant(value: str) -> datetime:
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError("cursor instant without a UTC offset")
+    return when.astimezone(UTC)  # any offset Python accepts, as the instant PostgreSQL stores
+
+
+def _number(value: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation as exc:
+        raise ValueError("not a number") from exc
+    if not number.is_finite() or abs(number.adjusted()) > MAX_CURSOR_EXPONENT:
+        raise ValueError("cursor number out of range")
+    return number
+
+
+def _text(value: str) -> str:
+    if (problem := text_problem(value)) is not None:
+        raise ValueError(f"cursor text {problem}")
+    return value
+
+
+_CURSOR_VALUES: dict[str, Callable[[str], Any]] = {"timestamptz": _instant, "numeric": _number, "text": _text}
+"""Decode a cursor value into the Python value its SQL cast receives, so PostgreSQL never refuses it."""
 
 
 def validate(resource: ListResource, query: ListQuery) -> None:

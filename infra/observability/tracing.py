@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -154,20 +155,31 @@ def install_log_trace_ids(handlers: Iterable[logging.Handler] | None = None) -> 
             handler.addFilter(TraceIdFilter())
 
 
+def _storable(value: Any) -> Any:
+    """``value`` as PostgreSQL text/jsonb can hold it: NUL → U+FFFD, lone surrogates → ``?``, NaN → ``"nan"``."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
 def span_row(span: ReadableSpan) -> dict[str, Any]:
-    """The ``trace_spans`` row of a finished span."""
+    """The ``trace_spans`` row of a finished span (its text made storable, see :func:`_storable`)."""
     ctx = span.get_span_context()
     assert ctx is not None
     start, end = span.start_time or 0, span.end_time or span.start_time or 0
-    attributes = dict(span.attributes or {})
+    attributes = {_storable(str(k)): _storable(v) for k, v in (span.attributes or {}).items()}
     tenant = attributes.get(TENANT_ATTR) or None
     return {
         "span_id": format(ctx.span_id, "016x"),
         "trace_id": format_trace_id(ctx.trace_id),
         "parent_span_id": format(span.parent.span_id, "016x") if span.parent else None,
         "tenant_id": str(tenant) if tenant else None,
-        "name": span.name,
-        "service": str(span.resource.attributes.get("service.name", "gradeflow")),
+        "name": _storable(span.name),
+        "service": _storable(str(span.resource.attributes.get("service.name", "gradeflow"))),
         "started_at": datetime.fromtimestamp(start / 1e9, UTC),
         "duration_ms": (end - start) / 1e6,
         "status": "error" if span.status.status_code is StatusCode.ERROR else "ok",
@@ -230,12 +242,12 @@ class PostgresSpanExporter(SpanExporter):
         for tenant, rows in by_tenant.items():
             try:
                 self._insert(conn, tenant, rows)
-            except psycopg.IntegrityError:
-                # A span stored before (e.g. re-exported): keep the others, one row at a time.
+            except (psycopg.IntegrityError, psycopg.DataError):
+                # A span stored before (e.g. re-exported) or one PostgreSQL refuses: keep the others.
                 for row in rows:
                     try:
                         self._insert(conn, tenant, [row])
-                    except psycopg.IntegrityError as exc:
+                    except (psycopg.IntegrityError, psycopg.DataError) as exc:
                         logger.debug("span %s not stored: %s", row["span_id"], exc)
 
     @staticmethod

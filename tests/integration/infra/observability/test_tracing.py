@@ -255,3 +255,28 @@ async def test_exporter_survives_a_stale_connection_and_repeated_spans(pg_url, p
     names = sorted(s["name"] for s in await spans_of(pg_admin_url, trace_id))
     assert names == ["first", "second"]
     provider.shutdown()
+
+
+async def test_spans_with_hostile_text_are_stored_with_the_rest_of_their_batch(pg_url, pg_admin_url):
+    """Request text reaches span names and attributes: NUL, lone surrogates and NaN never cost a batch."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from infra.observability.tracing import PostgresSpanExporter
+
+    exporter = PostgresSpanExporter(pg_url)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("GET /v1/exams/x\x00") as hostile:
+        hostile.set_attribute("url.path", "/v1/exams/x\x00\udc00")
+        hostile.set_attribute("values", ["a\x00", "b"])
+        hostile.set_attribute("ratio", float("nan"))
+        with tracer.start_as_current_span("child"):
+            pass
+    trace_id = format(hostile.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    stored = {s["name"]: s for s in await spans_of(pg_admin_url, trace_id)}
+    assert set(stored) == {"GET /v1/exams/x\ufffd", "child"}
+    assert stored["GET /v1/exams/x\ufffd"]["attributes"] == {"url.path": "/v1/exams/x\ufffd?",
+                                                            "values": ["a\ufffd", "b"], "ratio": "nan"}
