@@ -53,7 +53,8 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update({writer, up_writer})
-        pipes = [asyncio.ensure_future(self._pipe(reader, up_writer)), asyncio.ensure_future(self._pipe(up_reader, writer))]
+        pipes = [asyncio.ensure_future(self._pipe(reader, up_writer)),
+                 asyncio.ensure_future(self._pipe(up_reader, writer))]
         self._tasks.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
