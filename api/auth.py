@@ -1,9 +1,18 @@
 """Bearer authentication and role checks for routes and WebSockets.
 
 ``PrincipalDep`` resolves the caller from ``Authorization: Bearer <jwt>`` (401 when missing,
-invalid or expired, with ``WWW-Authenticate: Bearer``); ``require_roles(...)`` adds a 403 check.
-Middlewares that run before routing call :func:`principal_from_scope`, which caches its result in
-the request state so the token is verified once per request.
+invalid or expired, with ``WWW-Authenticate: Bearer``; 403 when the token grants no known role);
+``require_roles(...)`` adds a 403 check. Middlewares that run before routing call
+:func:`principal_from_scope`, which caches its result in the request state so the token is verified
+once per request.
+
+Who reads what (the README's API contract says the same):
+
+- ``submitter`` is an LMS integration, not a teacher: it creates submissions and reads the ones it
+  created (results and progress included), lists exams and reads their questions, but never an
+  answer key (rubrics and their hashes are left out) nor another caller's submissions.
+- ``reviewer`` and ``admin`` read everything in their tenant, answer keys included.
+- a token whose roles are all unknown (``[]``, ``["ADMIN"]``, ``["admin "]``) may do nothing: 403.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from urllib.parse import parse_qs
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from infra.security.tokens import Principal, TokenError, bearer_from_header, verify_token
+from infra.security.tokens import NoRoleError, Principal, TokenError, bearer_from_header, verify_token
 from infra.settings import get_settings
 
 STATE_KEY = "principal"
@@ -50,7 +59,9 @@ def principal_from_scope(scope: MutableMapping[str, Any], settings: Any | None =
         settings: settings holding ``jwt_secret`` (default: the app's).
 
     Returns:
-        The principal, a :class:`TokenError` for a bad token, or ``None`` without a token.
+        The principal, a :class:`TokenError` for a bad token (a :class:`NoRoleError` for one that
+        grants no known role: WebSockets and middlewares treat it as no caller), or ``None``
+        without a token.
 
     """
     state = scope.setdefault("state", {})
@@ -79,12 +90,27 @@ async def get_principal(
     result = principal_from_scope(request.scope)
     if result is None:
         raise _unauthorized("missing bearer token")
+    if isinstance(result, NoRoleError):  # authenticated, but allowed nothing
+        raise HTTPException(status_code=403, detail=str(result))
     if isinstance(result, TokenError):
         raise _unauthorized(str(result))
     return result
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+READ_ALL_ROLES = ("reviewer",)
+"""Roles that read every submission and answer key of their tenant (``admin`` too, as always)."""
+
+
+def reads_everything(principal: Principal) -> bool:
+    """Whether the caller reads all of its tenant's submissions and the answer keys (rubrics)."""
+    return principal.has_any(READ_ALL_ROLES)
+
+
+def may_read_submission(principal: Principal, submitted_by: str | None) -> bool:
+    """Whether the caller may read a submission created by ``submitted_by`` (its token's ``sub``)."""
+    return reads_everything(principal) or (submitted_by is not None and submitted_by == principal.sub)
 
 
 def require_roles(*roles: str) -> Any:

@@ -2,6 +2,11 @@
 
 ``app.state`` holds ``settings``, ``pools`` (:class:`infra.db.pools.PoolManager`), ``temporal``
 (a Temporal client, or ``None`` while unreachable) and ``cache`` (:class:`infra.cache.copies.Cache`).
+
+Path parameters are validated here too: :data:`SubmissionId` and :data:`ExamId` accept every UUID
+spelling (upper case, braces, ``urn:uuid:``, no hyphens) and hand the route the canonical one, so
+every key, event, lock, workflow id and SQL parameter downstream sees one spelling; anything else
+is a 422 naming the parameter.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Path
+from pydantic import AfterValidator
 from starlette.requests import HTTPConnection
 
 from api.auth import PrincipalDep
 from infra.db.pools import PoolManager
 from infra.settings import Settings
+from infra.text import Label, canonical_uuid
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
     from temporalio.client import Client
@@ -58,6 +65,18 @@ def get_trace_id(conn: HTTPConnection) -> str:
         return match.group(1)
     return uuid.uuid4().hex
 
+
+def _uuid_path(what: str) -> Any:
+    return Path(description=f"The {what}'s id: a UUID (any spelling; the canonical one is used).",
+                json_schema_extra={"format": "uuid"})
+
+
+SubmissionId = Annotated[str, _uuid_path("submission"), AfterValidator(canonical_uuid)]
+"""Path parameter: a submission id, canonicalised (lower case, hyphenated)."""
+ExamId = Annotated[str, _uuid_path("exam"), AfterValidator(canonical_uuid)]
+"""Path parameter: an exam id, canonicalised (lower case, hyphenated)."""
+QuestionId = Annotated[Label, Path(min_length=1, max_length=64, description="The question's id in its exam.")]
+"""Path parameter: a question id (1-64 characters, no control characters)."""
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PoolsDep = Annotated[PoolManager, Depends(get_pools)]

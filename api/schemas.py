@@ -45,11 +45,14 @@ class QuestionOut(BaseModel):
     type: QuestionType
     prompt: str
     max_points: float
-    rubric: Rubric
+    options: list[str] = Field(default_factory=list)
+    """Options of a choice question (empty for other types), shown to every role."""
+    rubric: Rubric | None
+    """The answer key; ``null`` for a caller whose only role is ``submitter``."""
     rubric_version: int
     """Current rubric version (1 at creation, bumped by every rubric change)."""
-    rubric_hash: str
-    """sha256 of the scoring-relevant parts (:func:`agents.rubric.rubric_hash`)."""
+    rubric_hash: str | None
+    """sha256 of the scoring-relevant parts (:func:`agents.rubric.rubric_hash`); ``null`` with the rubric."""
 
 
 class ExamOut(BaseModel):

@@ -2,26 +2,29 @@
 
 Parameters are validated twice: by FastAPI (types, ranges, enums; documented in OpenAPI) and by
 the whitelist of :mod:`infra.db.listing`, which alone builds SQL. ``fields=`` trims every item to
-exactly the named fields; ``cursor`` (from ``next_cursor``) continues a listing by keyset.
+exactly the named fields; ``cursor`` (from ``next_cursor``) continues a listing by keyset. Instants
+are compared in UTC (one without an offset is taken as UTC). A caller whose only role is
+``submitter`` lists only the submissions it created.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from api.auth import PrincipalDep, reads_everything
 from api.deps import PoolsDep, SettingsDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from infra.constants import SubmissionStatus
 from infra.db import listing
+from infra.text import Label
 
 router = APIRouter(prefix="/v1", tags=["listing"])
 
-NO_NUL = r"^[^\x00]*$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
@@ -81,8 +84,20 @@ Fields = Annotated[str | None, Query(max_length=500, examples=["id,status,total"
                                      description="Comma-separated fields to return; unknown ones → 422.")]
 Cursor = Annotated[str | None, Query(max_length=1000, pattern=CURSOR_PATTERN,
                                      description="Opaque keyset cursor from a previous page's `next_cursor`.")]
-After = Annotated[datetime | None, Query(description="Only rows created at or after this instant.")]
-Before = Annotated[datetime | None, Query(description="Only rows created before this instant.")]
+def _utc(value: datetime | None) -> datetime | None:
+    """The instant in UTC (naive: taken as UTC), so PostgreSQL gets an offset it accepts."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("instant out of range") from None
+
+
+After = Annotated[datetime | None, AfterValidator(_utc),
+                  Query(description="Only rows created at or after this instant (UTC without an offset).")]
+Before = Annotated[datetime | None, AfterValidator(_utc),
+                   Query(description="Only rows created before this instant (UTC without an offset).")]
 
 
 async def _fetch(pools: object, settings: object, tenant: str, trace_id: str, resource: listing.ListResource,
@@ -108,25 +123,26 @@ def _fields(resource: listing.ListResource, text: str | None) -> tuple[str, ...]
 
 @router.get("/submissions", response_model=SubmissionPage, response_model_exclude_unset=True)
 async def list_submissions(
-    tenant: TenantDep, pools: PoolsDep, settings: SettingsDep, trace_id: TraceIdDep,
+    principal: PrincipalDep, tenant: TenantDep, pools: PoolsDep, settings: SettingsDep, trace_id: TraceIdDep,
     page: Page = 1, page_size: PageSize = 20,
     sort_by: Annotated[Literal["created_at", "updated_at", "student_id", "status", "total"],
                        Query(description="Sort field (a missing total sorts lowest).")] = "created_at",
     sort_order: SortOrder = "desc",
     status: SubmissionStatus | None = None,
     exam_id: uuid.UUID | None = None,
-    student_id: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
+    student_id: Annotated[Label | None, Query(min_length=1, max_length=200)] = None,
     created_after: After = None, created_before: Before = None,
     min_total: Annotated[float | None, Query(allow_inf_nan=False, description="Minimum total score.")] = None,
     max_total: Annotated[float | None, Query(allow_inf_nan=False, description="Maximum total score.")] = None,
     fields: Fields = None, cursor: Cursor = None,
 ) -> dict:
-    """List the tenant's submissions, newest first by default."""
+    """List the tenant's submissions, newest first by default (a submitter's own only)."""
     query = listing.ListQuery(
         page=page, page_size=page_size, sort_by=sort_by, sort_order=sort_order,
         filters={"status": status.value if status else None, "exam_id": exam_id, "student_id": student_id,
                  "created_after": created_after, "created_before": created_before,
-                 "min_total": min_total, "max_total": max_total},
+                 "min_total": min_total, "max_total": max_total,
+                 "submitted_by": None if reads_everything(principal) else principal.sub},
         fields=_fields(listing.SUBMISSIONS, fields), cursor=cursor)
     return await _fetch(pools, settings, tenant, trace_id, listing.SUBMISSIONS, query)
 

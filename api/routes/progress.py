@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import PoolsDep, TemporalDep, TenantDep
+from api.auth import PrincipalDep, may_read_submission
+from api.deps import PoolsDep, SubmissionId, TemporalDep, TenantDep
 from api.errors import ProblemError
 from api.schemas import ProgressOut
 from infra.constants import QUERY_PROGRESS, SubmissionStatus
@@ -56,10 +57,11 @@ async def _query(temporal: Any, workflow_id: str) -> dict[str, Any] | None:
 
 
 @router.get("/{submission_id}/progress", response_model=ProgressOut)
-async def get_progress(submission_id: str, tenant: TenantDep, pools: PoolsDep, temporal: TemporalDep) -> dict:
+async def get_progress(submission_id: SubmissionId, principal: PrincipalDep, tenant: TenantDep, pools: PoolsDep,
+                       temporal: TemporalDep) -> dict:
     """Live progress of a running grading; the stored status for finished or not-yet-started ones."""
     stored = await submissions.load_status(pools, tenant, submission_id)
-    if stored is None:
+    if stored is None or not may_read_submission(principal, stored["submitted_by"]):
         raise ProblemError(404, f"No submission {submission_id!r} for this tenant.",
                            type_="submission-not-found")
     status = stored["status"]

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from api.auth import require_roles
-from api.deps import PoolsDep, SettingsDep, TemporalDep, TenantDep
+from api.deps import PoolsDep, SettingsDep, SubmissionId, TemporalDep, TenantDep
 from api.errors import ProblemError
 from api.schemas import RetryCreate, RetryOut
 from infra.security.tokens import Principal
@@ -25,7 +25,7 @@ RETRY_AFTER = {"Retry-After": "2"}
 
 
 @router.post("/{submission_id}/retry", status_code=202, response_model=RetryOut)
-async def retry(submission_id: str, body: RetryCreate, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
+async def retry(submission_id: SubmissionId, body: RetryCreate, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
                 temporal: TemporalDep, settings: SettingsDep, request: Request, response: Response) -> RetryOut:
     """Start a new grading run of a ``needs_intervention`` submission, resuming from its last checkpoint."""
     from temporalio.service import RPCError  # imported on use: the workflow types pull in the agent stack

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from api.auth import require_roles
-from api.deps import CacheDep, PoolsDep, TemporalDep, TenantDep, TraceIdDep
+from api.deps import CacheDep, PoolsDep, SubmissionId, TemporalDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from api.schemas import ReviewCreate, SubmissionOut
 from infra.constants import UPDATE_REVIEW, SubmissionStatus
@@ -137,7 +137,7 @@ async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTa
 @router.post("/{submission_id}/review", response_model=SubmissionOut,
              responses={202: {"model": SubmissionOut,
                               "description": "Review accepted; the workflow is still applying it."}})
-async def review_submission(submission_id: str, body: ReviewCreate, reviewer: ReviewerDep, tenant: TenantDep,
+async def review_submission(submission_id: SubmissionId, body: ReviewCreate, reviewer: ReviewerDep, tenant: TenantDep,
                             pools: PoolsDep, cache: CacheDep, temporal: TemporalDep, trace_id: TraceIdDep,
                             response: Response) -> dict:
     """Approve, reject or override a submission's grades; replies with the submission after the review.

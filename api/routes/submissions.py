@@ -1,4 +1,8 @@
-"""Submissions: intake (one transaction, then start grading) and the cached read model."""
+"""Submissions: intake (one transaction, then start grading) and the cached read model.
+
+A submission records who posted it (the token's ``sub``); a caller whose only role is ``submitter``
+reads only its own, any other is "not found" to it (see :mod:`api.auth`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
-from api.auth import SUBMITTER
-from api.deps import CacheDep, PoolsDep, SettingsDep, TemporalDep, TenantDep, TraceIdDep, x_cache
+from api.auth import SUBMITTER, PrincipalDep, may_read_submission
+from api.deps import CacheDep, PoolsDep, SettingsDep, SubmissionId, TemporalDep, TenantDep, TraceIdDep, x_cache
 from api.errors import ProblemError
 from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
 from infra.observability.tracing import current_trace_id
@@ -45,8 +49,8 @@ async def _start(temporal: Client | None, settings: object, created: submissions
 
 
 @router.post("", status_code=202, response_model=SubmissionAccepted, dependencies=[SUBMITTER])
-async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: PoolsDep, temporal: TemporalDep,
-                            settings: SettingsDep, trace_id: TraceIdDep, request: Request,
+async def create_submission(body: SubmissionCreate, principal: PrincipalDep, tenant: TenantDep, pools: PoolsDep,
+                            temporal: TemporalDep, settings: SettingsDep, trace_id: TraceIdDep, request: Request,
                             response: Response) -> dict:
     """Accept a submission: store it, its answers and ``submission.received`` together, then start grading.
 
@@ -58,7 +62,7 @@ async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: Po
     try:
         created = await submissions.create_submission(
             pools, tenant, exam_id=exam_id, student_id=body.student_id, answers=dict(body.answers),
-            trace_id=trace_id, external_id=body.external_id)
+            trace_id=trace_id, external_id=body.external_id, submitted_by=principal.sub)
     except submissions.ExamNotFoundError:
         raise ProblemError(404, f"No exam {exam_id!r} for this tenant.", type_="exam-not-found",
                            errors=[{"field": "exam_id", "message": "unknown exam"}]) from None
@@ -72,14 +76,14 @@ async def create_submission(body: SubmissionCreate, tenant: TenantDep, pools: Po
 
 
 @router.get("/{submission_id}", response_model=SubmissionOut)
-async def get_submission(submission_id: str, tenant: TenantDep, pools: PoolsDep, cache: CacheDep,
-                         response: Response) -> dict:
+async def get_submission(submission_id: SubmissionId, principal: PrincipalDep, tenant: TenantDep, pools: PoolsDep,
+                         cache: CacheDep, response: Response) -> dict:
     """Read a submission and its results: Redis first, PostgreSQL on a miss (degraded when Redis is down).
 
     The ``X-Cache`` header says where the answer came from: ``hit``, ``miss`` or ``degraded``.
     """
     view, source = await submissions.read_submission(pools, cache, tenant, submission_id)
-    if view is None:
+    if view is None or not may_read_submission(principal, view.get("submitted_by")):
         raise ProblemError(404, f"No submission {submission_id!r} for this tenant.",
                            type_="submission-not-found")
     response.headers["X-Cache"] = x_cache(source)

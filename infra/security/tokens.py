@@ -3,6 +3,11 @@
 Claims: ``sub`` (the caller), ``tenant`` (the tenant id every query runs under), ``roles`` (a
 subset of :data:`ROLES`), ``iat`` and ``exp``. The secret comes from
 :attr:`infra.settings.Settings.jwt_secret`, which refuses placeholders outside dev/test.
+
+Claims are checked at the edge, since they are stored (audit rows, events, idempotency keys): ``sub``
+is 1-256 printable characters (no NUL, control character or lone surrogate), ``tenant`` matches
+:data:`TENANT_RE`. Roles outside :data:`ROLES` are dropped; a token left with none is authenticated
+but may do nothing (the API answers 403).
 """
 
 from __future__ import annotations
@@ -22,10 +27,27 @@ DEFAULT_TTL_SECONDS = 3600
 LEEWAY_SECONDS = 5
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 """Tenant ids: 1-64 characters, safe in Redis key names and the ``tenants.id`` check."""
+MAX_SUB_LENGTH = 256
+"""Longest accepted ``sub`` claim."""
+
+
+def subject_problem(sub: object) -> str | None:
+    """Why ``sub`` cannot name a caller (``None`` when it can): 1-256 printable characters."""
+    if not isinstance(sub, str) or not sub.strip():
+        return "must be a non-empty string"
+    if len(sub) > MAX_SUB_LENGTH:
+        return f"must be at most {MAX_SUB_LENGTH} characters"
+    if not sub.isprintable():  # NUL, control characters, lone surrogates, line breaks
+        return "must be printable (no NUL, control characters or lone surrogates)"
+    return None
 
 
 class TokenError(ValueError):
     """A token is missing, malformed, badly signed, expired or lacks a required claim."""
+
+
+class NoRoleError(TokenError):
+    """A valid token whose roles are all unknown (``[]``, ``["ADMIN"]``, ``["admin "]``): it may do nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +83,8 @@ def mint_token(settings: Any, *, tenant: str, roles: Iterable[str], sub: str | N
         The compact JWT.
 
     Raises:
-        ValueError: an unknown role, an empty role list or an empty tenant.
+        ValueError: an unknown role, an empty role list, an empty tenant or a subject the API
+            would refuse.
 
     """
     granted = sorted(set(roles))
@@ -70,9 +93,12 @@ def mint_token(settings: Any, *, tenant: str, roles: Iterable[str], sub: str | N
         raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {granted}")
     if not TENANT_RE.fullmatch(tenant or ""):
         raise ValueError("tenant must be 1-64 characters [A-Za-z0-9_.:-]")
+    subject = sub or f"dev-{uuid.uuid4().hex[:8]}"
+    if (problem := subject_problem(subject)) is not None:
+        raise ValueError(f"sub {problem}")
     issued = int(now if now is not None else time.time())
     claims = {
-        "sub": sub or f"dev-{uuid.uuid4().hex[:8]}",
+        "sub": subject,
         "tenant": tenant,
         "roles": granted,
         "iat": issued,
@@ -92,6 +118,7 @@ def verify_token(settings: Any, token: str) -> Principal:
         The principal the token names.
 
     Raises:
+        NoRoleError: the token is valid but grants none of :data:`ROLES` (the API answers 403).
         TokenError: with a short, client-safe reason.
 
     """
@@ -107,11 +134,16 @@ def verify_token(settings: Any, token: str) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise TokenError("token invalid") from exc
     sub, tenant, roles = claims["sub"], claims["tenant"], claims["roles"]
-    if not isinstance(sub, str) or not sub or not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
-        raise TokenError("token has an empty subject or a malformed tenant")
+    if (problem := subject_problem(sub)) is not None:
+        raise TokenError(f"token subject (sub) {problem}")
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise TokenError("token tenant must be 1-64 characters [A-Za-z0-9_.:-]")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("token roles must be a list of strings")
-    return Principal(sub=sub, tenant_id=tenant, roles=frozenset(r for r in roles if r in ROLES))
+    granted = frozenset(r for r in roles if r in ROLES)
+    if not granted:
+        raise NoRoleError(f"the token grants none of the roles {', '.join(ROLES)} (names are exact, lower case)")
+    return Principal(sub=sub, tenant_id=tenant, roles=granted)
 
 
 def bearer_from_header(value: str | None) -> str | None:

@@ -1,8 +1,11 @@
 """``gradeflow dev``: the embedded stack plus every gradeflow process, supervised as one.
 
 Starts PostgreSQL, Redis and the Temporal dev server (with Web UI) under the data folder, applies
-migrations, then runs the API, both workers and the outbox relay as child processes. SIGINT or
-SIGTERM stops all of it within 10 s; a child that dies takes the rest down with a clear message.
+migrations, then runs the API, both workers and the outbox relay as child processes. The "running"
+banner prints once every child is ready: the API answers ``/v1/health``, each worker process polls
+its task queue (Temporal's ``DescribeTaskQueue`` lists a poller with that process's identity) and the
+relay holds its ``LISTEN`` connection. SIGINT or SIGTERM stops all of it within 10 s; a child that
+dies takes the rest down with a clear message.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.db.migrate import app_url_from_admin, migrate
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free
@@ -27,6 +31,14 @@ DATABASE_NAME = "gradeflow"
 CHILD_STOP_SECONDS = 5.0
 CREATE_DATABASE_SQL = "CREATE DATABASE {name}"
 DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = %s"
+RELAY_LISTENING_SQL = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND query ILIKE 'LISTEN %%'")
+"""Backends holding a LISTEN: the outbox relay's notification connection (``infra.events.relay``)."""
+READY_TIMEOUT = 120.0
+"""Seconds every child has to become ready before ``gradeflow dev`` gives up."""
+WORKER_QUEUES = {"worker-orchestration": (ORCHESTRATION_QUEUE, "workflow"),
+                 "worker-cognitive": (COGNITIVE_QUEUE, "activity")}
+"""Child -> (task queue, kind of tasks) it polls once ready."""
 
 CHILDREN: list[tuple[str, list[str]]] = [
     ("api", ["api"]),
@@ -100,12 +112,7 @@ def wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: floa
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                tail = ""
-                if log_dir and (log_dir / f"{name}.log").exists():
-                    tail = ":\n" + (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
-                raise EmbeddedStackError(f"{name} exited with code {proc.returncode} during start-up{tail}")
+        check_children(procs, log_dir=log_dir)
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
                 if response.status == 200:
@@ -114,6 +121,67 @@ def wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: floa
             pass
         time.sleep(0.2)
     raise EmbeddedStackError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def check_children(procs: dict[str, subprocess.Popen[bytes]], *, log_dir: Path | None = None) -> None:
+    """Raise :class:`EmbeddedStackError` (with the log's tail when ``log_dir`` is given) if a child exited."""
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            tail = ""
+            if log_dir and (log_dir / f"{name}.log").exists():
+                tail = ":\n" + (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+            raise EmbeddedStackError(f"{name} exited with code {proc.returncode} during start-up{tail}")
+
+
+async def _polls(client: object, namespace: str, queue: str, kind: str, pid: int) -> bool:
+    """Whether process ``pid`` polls ``queue`` for ``kind`` tasks (its default identity is ``<pid>@host``)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    queue_type = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow"
+                  else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    response = await client.workflow_service.describe_task_queue(  # type: ignore[attr-defined]
+        DescribeTaskQueueRequest(namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=queue_type))
+    return any(poller.identity.startswith(f"{pid}@") for poller in response.pollers)
+
+
+async def _relay_listens(admin_url: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        row = await (await conn.execute(RELAY_LISTENING_SQL)).fetchone()
+    return bool(row and row[0])
+
+
+async def wait_ready(procs: dict[str, subprocess.Popen[bytes]], *, temporal_address: str, namespace: str,
+                     admin_url: str, timeout: float = READY_TIMEOUT, log_dir: Path | None = None) -> None:
+    """Wait until each worker child polls its task queue and the relay listens, while every child lives.
+
+    Raises:
+        EmbeddedStackError: a child exited, or one was not ready within ``timeout``.
+
+    """
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + timeout
+    client = await Client.connect(temporal_address, namespace=namespace)
+    pending = {name for name in (*WORKER_QUEUES, "relay") if name in procs}
+    while pending:
+        check_children(procs, log_dir=log_dir)
+        for name in sorted(pending):
+            try:
+                if name == "relay":
+                    ready = await _relay_listens(admin_url)
+                else:
+                    queue, kind = WORKER_QUEUES[name]
+                    ready = await _polls(client, namespace, queue, kind, procs[name].pid)
+            except Exception:  # noqa: BLE001 - not answering yet counts as not ready
+                ready = False
+            if ready:
+                pending.discard(name)
+        if pending and time.monotonic() > deadline:
+            raise EmbeddedStackError(f"{', '.join(sorted(pending))} not ready within {timeout:.0f}s")
+        if pending:
+            await asyncio.sleep(0.2)
 
 
 def stop_children(procs: dict[str, subprocess.Popen[bytes]], timeout: float = CHILD_STOP_SECONDS) -> None:
@@ -158,6 +226,8 @@ def run_dev(settings: Settings) -> int:
         procs.update(start_children(env))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_http(f"{api_url}/v1/health", procs)
+        asyncio.run(wait_ready(procs, temporal_address=stack.temporal_address, namespace=settings.temporal_namespace,
+                               admin_url=admin_url))
         elapsed = time.monotonic() - started
         print(
             "\n"

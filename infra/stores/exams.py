@@ -75,7 +75,11 @@ class QuestionRubricError(ValueError):
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:
-    """Return ``value`` as a UUID, or ``None`` when it is not one (unknown resource)."""
+    """Return ``value`` as a UUID, or ``None`` when it is not one (unknown resource).
+
+    Every spelling :class:`uuid.UUID` accepts names the same resource, so callers build Redis keys,
+    events and locks from ``str(parse_uuid(value))`` (the canonical spelling), never from ``value``.
+    """
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -179,8 +183,10 @@ async def load_exam(pools: PoolManager, tenant_id: str, exam_id: str) -> dict[st
 async def read_exam(pools: PoolManager, cache: Cache, tenant_id: str,
                     exam_id: str) -> tuple[dict[str, Any] | None, str]:
     """Read an exam Redis first, PostgreSQL on a miss (back-filled); returns (exam, cache source)."""
-    if parse_uuid(exam_id) is None:
+    eid = parse_uuid(exam_id)
+    if eid is None:
         return None, "database"
+    exam_id = str(eid)  # one spelling, one hot copy
     return await cache.read_through(exam_key(tenant_id, exam_id),
                                     lambda: load_exam(pools, tenant_id, exam_id))
 
@@ -191,6 +197,7 @@ async def read_rubric_hash(pools: PoolManager, cache: Cache, tenant_id: str, exa
     eid = parse_uuid(exam_id)
     if eid is None:
         return None, "database"
+    exam_id = str(eid)
 
     async def loader() -> str | None:
         async with pools.transaction(tenant_id) as conn:
@@ -215,6 +222,7 @@ async def update_rubric(pools: PoolManager, cache: Cache, tenant_id: str, exam_i
     eid = parse_uuid(exam_id)
     if eid is None:
         return None
+    exam_id = str(eid)  # the event, the hash key and the invalidation name the canonical copies
     async with pools.transaction(tenant_id) as conn:
         cur = await conn.execute(LOCK_QUESTION_SQL, (eid, question_id))
         row = await cur.fetchone()

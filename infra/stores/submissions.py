@@ -27,9 +27,9 @@ from infra.stores.exams import ensure_tenant, load_questions, parse_uuid
 EXAM_EXISTS_SQL = "SELECT id FROM exams WHERE id = %s"
 INSERT_SUBMISSION_SQL = """
 INSERT INTO submissions (id, tenant_id, exam_id, student_id, external_id, status, max_total,
-                         workflow_id, trace_id)
+                         workflow_id, trace_id, submitted_by)
 VALUES (%(id)s, %(tenant_id)s, %(exam_id)s, %(student_id)s, %(external_id)s, %(status)s, %(max_total)s,
-        %(workflow_id)s, %(trace_id)s)
+        %(workflow_id)s, %(trace_id)s, %(submitted_by)s)
 ON CONFLICT (tenant_id, exam_id, student_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING id"""
 SELECT_BY_EXTERNAL_SQL = """
@@ -40,20 +40,20 @@ INSERT INTO answers (submission_id, question_id, tenant_id, answer)
 VALUES (%(submission_id)s, %(question_id)s, %(tenant_id)s, %(answer)s)"""
 SELECT_SUBMISSION_SQL = """
 SELECT id, exam_id, student_id, external_id, status, total, max_total, workflow_id, trace_id, error,
-       version, created_at, updated_at, graded_at
+       version, created_at, updated_at, graded_at, submitted_by
   FROM submissions WHERE id = %s"""
 SELECT_RESULTS_SQL = """
 SELECT question_id, score, max_points, confidence, feedback, grader, criteria_met, criteria_missed,
        rubric_version, flagged, overridden
   FROM grading_results WHERE submission_id = %s ORDER BY question_id"""
-SELECT_STATUS_SQL = "SELECT status, workflow_id FROM submissions WHERE id = %s"
+SELECT_STATUS_SQL = "SELECT status, workflow_id, submitted_by FROM submissions WHERE id = %s"
 COUNT_BY_STATUS_SQL = "SELECT status, count(*) AS n FROM submissions WHERE exam_id = %s GROUP BY status"
 STRANDED_SQL = "SELECT tenant_id, id::text AS id, exam_id::text AS exam_id, trace_id FROM stranded_submissions(%s, %s)"
 
 
 VIEW_KEYS = frozenset({"id", "exam_id", "student_id", "status", "workflow_id", "trace_id", "created_at",
-                       "updated_at", "results"})
-"""Keys every read-model copy must have (see :func:`submission_view`)."""
+                       "updated_at", "results", "submitted_by"})
+"""Keys every read-model copy must have (see :func:`submission_view`); ``submitted_by`` decides who may read it."""
 
 
 class ExamNotFoundError(LookupError):
@@ -91,9 +91,11 @@ def _num(value: Decimal | float | None) -> float | None:
 
 
 async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str, student_id: str,
-                            answers: dict[str, Any], trace_id: str,
-                            external_id: str | None = None) -> CreatedSubmission:
+                            answers: dict[str, Any], trace_id: str, external_id: str | None = None,
+                            submitted_by: str | None = None) -> CreatedSubmission:
     """Validate and store a submission, its answers and ``submission.received`` in one transaction.
+
+    ``submitted_by`` is the caller (the token's ``sub``): a submitter reads only its own submissions.
 
     Raises:
         ExamNotFoundError: unknown exam (or another tenant's).
@@ -103,6 +105,7 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
     eid = parse_uuid(exam_id)
     if eid is None:
         raise ExamNotFoundError(exam_id)
+    exam_id = str(eid)  # one spelling in the event
     sid = uuid.uuid4()
     workflow_id = grading_workflow_id(str(sid))
     async with pools.transaction(tenant_id) as conn:
@@ -125,7 +128,7 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
             "id": sid, "tenant_id": tenant_id, "exam_id": eid, "student_id": student_id,
             "external_id": external_id, "status": SubmissionStatus.QUEUED.value,
             "max_total": sum(q.max_points for q in questions.values()), "workflow_id": workflow_id,
-            "trace_id": trace_id})
+            "trace_id": trace_id, "submitted_by": submitted_by})
         if await cur.fetchone() is None:
             cur = await conn.execute(SELECT_BY_EXTERNAL_SQL, (eid, student_id, external_id))
             old = await cur.fetchone()
@@ -150,7 +153,8 @@ def submission_view(row: dict[str, Any], results: list[dict[str, Any]]) -> dict[
         "id": str(row["id"]), "exam_id": str(row["exam_id"]), "student_id": row["student_id"],
         "external_id": row["external_id"], "status": row["status"], "total": _num(row["total"]),
         "max_total": _num(row["max_total"]), "workflow_id": row["workflow_id"], "trace_id": row["trace_id"],
-        "error": row["error"], "version": row["version"], "created_at": row["created_at"].isoformat(),
+        "error": row["error"], "version": row["version"], "submitted_by": row.get("submitted_by"),
+        "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "graded_at": row["graded_at"].isoformat() if row["graded_at"] else None,
         "results": [
@@ -183,8 +187,10 @@ async def read_submission(pools: PoolManager, cache: Cache, tenant_id: str,
     A hot copy lacking fields of the read model (a partial copy written by another writer) is
     treated as a miss: PostgreSQL answers and the full view replaces it.
     """
-    if parse_uuid(submission_id) is None:
+    sid = parse_uuid(submission_id)
+    if sid is None:
         return None, "database"
+    submission_id = str(sid)  # one spelling, one hot copy
     key = submission_key(tenant_id, submission_id)
     view, source = await cache.read_through(key, lambda: load_submission(pools, tenant_id, submission_id))
     if source == "cache" and isinstance(view, dict) and not VIEW_KEYS <= view.keys():
@@ -199,7 +205,7 @@ async def read_submission(pools: PoolManager, cache: Cache, tenant_id: str,
 
 
 async def load_status(pools: PoolManager, tenant_id: str, submission_id: str) -> dict[str, Any] | None:
-    """Return ``{status, workflow_id}`` of a submission from PostgreSQL (``None`` when unknown)."""
+    """Return ``{status, workflow_id, submitted_by}`` of a submission from PostgreSQL (``None`` when unknown)."""
     sid = parse_uuid(submission_id)
     if sid is None:
         return None

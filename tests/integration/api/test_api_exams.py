@@ -43,7 +43,8 @@ async def test_get_exam_reads_through_cache_and_is_tenant_scoped(client, auth_he
     assert second.headers["x-cache"] == "hit" and second.json() == exam
     other = await client.get(f"/v1/exams/{exam['id']}", headers=auth_headers(new_tenant()))
     assert other.status_code == 404 and other.headers["content-type"] == PROBLEM
-    assert (await client.get("/v1/exams/not-a-uuid", headers=auth_headers(tenant_id))).status_code == 404
+    malformed = await client.get("/v1/exams/not-a-uuid", headers=auth_headers(tenant_id))
+    assert malformed.status_code == 422 and malformed.json()["errors"][0]["field"] == "exam_id"
 
 
 async def test_rubric_change_creates_a_version_invalidates_and_emits_event(client, auth_headers, tenant_id,

@@ -115,7 +115,7 @@ async def test_rejected_reviews_change_nothing(client, auth_headers, tenant_id, 
     before = await _state(pg_admin_url, sid)
     cases = [
         (f"/v1/submissions/{uuid.uuid4()}/review", {}, headers, 404, None),
-        ("/v1/submissions/not-a-uuid/review", {}, headers, 404, None),
+        ("/v1/submissions/not-a-uuid/review", {}, headers, 422, "submission_id"),
         (f"/v1/submissions/{sid}/review", {}, auth_headers(new_tenant()), 404, None),
         (f"/v1/submissions/{queued}/review", {"overrides": {"q1": {"score": 1}}}, headers, 409, None),
         (f"/v1/submissions/{sid}/review", {"approve": False}, headers, 409, None),

@@ -132,8 +132,10 @@ async def test_unknown_submission_and_other_tenants_are_404(client, auth_headers
     for path in (f"/v1/submissions/{sid}", f"/v1/submissions/{sid}/progress"):
         other = await client.get(path, headers=auth_headers(new_tenant()))
         assert other.status_code == 404 and other.headers["content-type"] == PROBLEM
-    for path in (f"/v1/submissions/{uuid.uuid4()}", "/v1/submissions/nope/progress"):
+    for path in (f"/v1/submissions/{uuid.uuid4()}", f"/v1/submissions/{uuid.uuid4()}/progress"):
         assert (await client.get(path, headers=auth_headers(tenant_id))).status_code == 404
+    malformed = await client.get("/v1/submissions/nope/progress", headers=auth_headers(tenant_id))
+    assert malformed.status_code == 422 and malformed.json()["errors"][0]["field"] == "submission_id"
     progress = await client.get(f"/v1/submissions/{sid}/progress", headers=auth_headers(tenant_id))
     assert progress.status_code == 200
     assert progress.json()["status"] == "queued"

@@ -88,8 +88,38 @@ def test_validate_answer_accepts(question, answer, expected):
         (numeric_q(1.0), "inf", "finite"),
         (text_q(), 12, "expected text"),
         (text_q(), "x" * 20_001, "20000"),
+        (numeric_q(1.0), int("9" * 400), "too large"),
+        (numeric_q(1.0), "9" * 400, "finite"),
+        (text_q(), "plants\x00", "NUL"),
+        (text_q(), "plants \udc00", "surrogate"),
     ],
 )
 def test_validate_answer_rejects(question, answer, fragment):
     with pytest.raises(ValueError, match=fragment):
         validate_answer(question, answer)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"max_points": float("inf")}, "max_points"),
+    ({"max_points": float("nan")}, "max_points"),
+    ({"max_points": 1e7}, "max_points"),
+    ({"id": "q\x00"}, "id"),
+    ({"id": "q\n"}, "id"),
+    ({"prompt": "p\udc00"}, "prompt"),
+    ({"rubric": {"value": float("inf")}}, "rubric.value"),
+    ({"rubric": {"value": 1, "abs_tol": float("nan")}}, "rubric.abs_tol"),
+    ({"rubric": {"value": 1, "rel_tol": float("-inf")}}, "rubric.rel_tol"),
+])
+def test_unstorable_text_and_non_finite_numbers_are_refused(changes, field):
+    message = _err(**{**BASE, "type": "numeric", "rubric": {"value": 1}, **changes})
+    assert field in message
+
+
+def test_criteria_text_and_points_must_be_storable_and_finite():
+    crit = {"id": "c", "description": "d", "points": 2, "keywords": ["k"]}
+    for bad, field in [({"keywords": ["k\x00"]}, "keywords.0"), ({"description": "\ud800"}, "description"),
+                       ({"points": float("inf")}, "points"), ({"id": "c\x1b"}, "id"),
+                       ({"min_matches": 10**400}, "min_matches")]:
+        message = _err(**BASE, type="essay", rubric={"criteria": [{**crit, **bad}]})
+        assert field in message, (bad, message)
+    assert "options.0" in _err(**BASE, type="choice", rubric={"options": ["a\x00"], "correct": ["a\x00"]})

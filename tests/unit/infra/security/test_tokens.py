@@ -5,7 +5,15 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from infra.security.tokens import Principal, TokenError, bearer_from_header, mint_token, verify_token
+from infra.security.tokens import (
+    NoRoleError,
+    Principal,
+    TokenError,
+    bearer_from_header,
+    mint_token,
+    subject_problem,
+    verify_token,
+)
 from infra.settings import Settings
 
 SETTINGS = Settings(jwt_secret="unit-test-secret-0123456789abcdef")
@@ -61,3 +69,31 @@ def test_bearer_header_parsing() -> None:
 def test_placeholder_secret_refused_in_prod() -> None:
     with pytest.raises(ValueError, match="placeholder"):
         Settings(env="prod", jwt_secret="changeme")
+
+
+def _signed(**claims) -> str:
+    body = {"sub": "a", "tenant": "t", "roles": ["admin"], "exp": 2**33, **claims}
+    return jwt.encode(body, SETTINGS.jwt_secret, "HS256")
+
+
+@pytest.mark.parametrize("roles", [[], ["ADMIN"], ["admin "], ["root"], ["Reviewer", "x"]])
+def test_a_token_granting_no_known_role_is_valid_but_grants_nothing(roles) -> None:
+    with pytest.raises(NoRoleError):
+        verify_token(SETTINGS, _signed(roles=roles))
+    assert verify_token(SETTINGS, _signed(roles=[*roles, "reviewer"])).roles == frozenset({"reviewer"})
+
+
+@pytest.mark.parametrize("sub", ["", "  ", "a\x00b", "a\udc00", "a\nb", "\x1b[31m", "x" * 257, 42, None, ["a"]])
+def test_subjects_that_cannot_be_stored_are_refused(sub) -> None:
+    assert subject_problem(sub) is not None
+    with pytest.raises(TokenError, match="sub" if isinstance(sub, str) else None):  # PyJWT refuses non-strings
+        verify_token(SETTINGS, _signed(sub=sub))
+    if isinstance(sub, str) and sub:
+        with pytest.raises(ValueError, match="sub"):
+            mint_token(SETTINGS, tenant="t", roles=["admin"], sub=sub)
+
+
+@pytest.mark.parametrize("sub", ["alice", "lms-integration:42", "école · 🎓", "x" * 256])
+def test_printable_subjects_are_fine(sub) -> None:
+    assert subject_problem(sub) is None
+    assert verify_token(SETTINGS, mint_token(SETTINGS, tenant="t", roles=["admin"], sub=sub)).sub == sub
