@@ -27,9 +27,9 @@ from infra.cache import keys
 from infra.cache.copies import Cache
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
-from infra.events import live
+from infra.events import dead_letters, live
 from infra.events.outbox import add_event, derived_event_id
-from infra.stores import grading, submissions
+from infra.stores import checkpoints, grading, submissions
 from infra.stores.rubrics import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class GradingActivities:
                     raise ApplicationError(f"exam {inputs.submission['exam_id']} has no questions",
                                            type="NoQuestions", non_retryable=True)
                 row = await grading.set_status(conn, ref.submission_id, SubmissionStatus.GRADING)
+                await checkpoints.record_thread(conn, tenant_id=ref.tenant_id, submission_id=ref.submission_id,
+                                                thread_id=_run_id())  # the agent's first thread (retention)
                 if inputs.submission["status"] != SubmissionStatus.GRADING:
                     await add_event(
                         conn, tenant_id=ref.tenant_id, event_type=EventType.SUBMISSION_STATUS,
@@ -130,6 +132,12 @@ class GradingActivities:
                     trace_id=inp.trace_id or None,
                     event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_GRADED, status),
                 )
+                await checkpoints.record_thread(conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                                thread_id=inp.thread_id)
+                await dead_letters.close_by_reference(  # graded after an intervention: its dead letter is resolved
+                    conn, tenant_id=inp.tenant_id, kind="submission", reference_id=inp.submission_id,
+                    status="resolved", actor="system", reason=f"graded ({status})", detail={"run_id": _run_id()},
+                    from_statuses=("open", "replayed"))
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except PERMANENT_DB_ERRORS as exc:
@@ -207,6 +215,15 @@ class GradingActivities:
                         event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.NEEDS_INTERVENTION),
                     )
+                    run_id = _run_id()
+                    await dead_letters.record_dead_letter(  # an operator sees it in the DLQ and can replay it
+                        conn, tenant_id=inp.tenant_id, kind="submission", reference_id=inp.submission_id,
+                        event_type="grading", error=inp.error or "needs intervention", attempts=max(1, inp.attempts),
+                        failure_id=run_id or None,
+                        payload={"submission_id": inp.submission_id, "exam_id": before["exam_id"],
+                                 "workflow_id": _workflow_id(), "run_id": run_id, "error": inp.error,
+                                 "attempts": max(1, inp.attempts), "status_from": before["status"],
+                                 "trace_id": inp.trace_id or before.get("trace_id") or ""})
                 else:
                     logger.warning("submission %s is %s; not marking needs_intervention (%s)",
                                    inp.submission_id, before["status"], inp.error)
@@ -236,6 +253,21 @@ class GradingActivities:
             await self.pools.redis.delete(keys.submission_key(tenant_id, submission_id))
         except Exception as exc:  # noqa: BLE001 - repaired by the relay (copy_repair_handler)
             logger.warning("cache invalidation of %s failed: %r", submission_id, exc)
+
+
+def _run_id() -> str:
+    """Run id of the workflow whose activity this is (the agent's checkpoint thread); empty outside one."""
+    try:
+        return activity.info().workflow_run_id or ""
+    except RuntimeError:
+        return ""
+
+
+def _workflow_id() -> str:
+    try:
+        return activity.info().workflow_id or ""
+    except RuntimeError:
+        return ""
 
 
 def _change_id(submission_id: str, version: int, *change: str) -> str | None:

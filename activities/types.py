@@ -123,6 +123,8 @@ class PersistInput:
     """Flagged question ids; non-empty sets the status to ``needs_review``."""
     trace_id: str = ""
     """Trace id, recorded on the outbox event."""
+    thread_id: str = ""
+    """Checkpoint thread the agent finished on (recorded for checkpoint retention)."""
 
 
 @dataclass
@@ -156,6 +158,8 @@ class StatusInput:
     feedback: dict[str, str] | None = None
     """Reviewer feedback overrides, question_id -> text (applied with the scores; the score is kept for a
     question that appears here only)."""
+    attempts: int = 0
+    """Agent attempts the grading spent (``mark_needs_intervention``: recorded on its dead letter)."""
 
 
 @dataclass

@@ -66,21 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_dlq_parser(sub) -> None:  # type: ignore[no-untyped-def]
-    dlq = sub.add_parser("dlq", help="dead letters: outbox events whose handler kept failing (list, show, replay, "
-                                     "discard)")
+    kinds = ["outbox", "external_event", "submission", "webhook"]  # infra.events.dead_letters.KINDS (not imported:
+    statuses = ["open", "replayed", "discarded", "resolved"]        # the parser stays light), checked by a test
+    dlq = sub.add_parser("dlq", help="dead letters: outbox events, external events and submissions that gave up "
+                                     "(list, show, replay, discard)")
     actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="one line per dead letter, oldest first")
-    listing.add_argument("--status", choices=["open", "replayed", "discarded", "all"], default="open",
-                         help="which records (default open)")
+    listing.add_argument("--status", choices=[*statuses, "all"], default="open", help="which records (default open)")
+    listing.add_argument("--kind", choices=kinds, help="only this kind")
     listing.add_argument("--tenant", help="only this tenant")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    show = actions.add_parser("show", help="everything about one dead letter, with its event")
+    show = actions.add_parser("show", help="everything about one dead letter, with its payload and audit trail")
     show.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
     for name, text in (("replay", "put its event back to pending with a fresh attempt budget"),
                        ("discard", "give its event up for good; later events of its aggregate go on")):
         action = actions.add_parser(name, help=text)
         action.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
-        action.add_argument("--actor", default="operator-cli", help="who does it (default operator-cli)")
+        action.add_argument("--actor", default="operator-cli", help="who does it (default operator-cli; audited)")
+        action.add_argument("--reason", required=True, help="why (kept in the audit trail)")
 
 
 def _configure_logging(level: str) -> None:
@@ -165,7 +168,8 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
     reconciler = StrandedReconciler(pools, client, grace_seconds=settings.reconcile_after_seconds,
                                     interval_seconds=settings.reconcile_interval_seconds, settings=settings)
     reconciler_task = asyncio.create_task(reconciler.run(stop), name="reconciler")
-    bridge = ExternalEventBridge(redis, client, consumer_name=f"relay-{socket.gethostname()}-{os.getpid()}")
+    bridge = ExternalEventBridge(redis, client, consumer_name=f"relay-{socket.gethostname()}-{os.getpid()}",
+                                 pools=pools, give_up_after=settings.external_event_give_up_seconds)
     bridge_task = asyncio.create_task(bridge.run(stop), name="external-event-bridge")
     try:
         await run_relay(settings, handlers=handlers, stop=stop)
@@ -243,20 +247,21 @@ async def _dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
         try:
             if args.dlq_command == "list":
                 status = None if args.status == "all" else args.status
-                items = await dlq.list_dead_letters(pools, status=status, tenant_id=args.tenant, limit=args.limit)
+                items = await dlq.list_dead_letters(pools, status=status, kind=args.kind, tenant_id=args.tenant,
+                                                    limit=args.limit)
                 for item in items:
                     print(_dlq_line(item))
                 if not items:
-                    print(f"no {'' if status is None else status + ' '}dead letters")
+                    print(" ".join(["no", *(w for w in (status, args.kind) if w), "dead letters"]))
             elif args.dlq_command == "show":
-                _print_dlq_item(await dlq.get_dead_letter(pools, args.id))
+                item = await dlq.get_dead_letter(pools, args.id)
+                _print_dlq_item(item, await dlq.dead_letter_actions(pools, item.id, tenant_id=item.tenant_id))
             elif args.dlq_command == "replay":
-                item = await dlq.replay_dead_letter(pools, args.id, by=args.actor)
-                print(f"replayed dead letter {item.id}: event {item.reference_id} ({item.kind}) is pending again")
+                print(await _dlq_replay(settings, pools, args))
             else:
-                item = await dlq.discard_dead_letter(pools, args.id, by=args.actor)
-                print(f"discarded dead letter {item.id}: event {item.reference_id} ({item.kind}) will not be "
-                      f"published; {item.blocking} later event(s) of its aggregate go on")
+                item = await dlq.discard_dead_letter(pools, args.id, actor=args.actor, reason=args.reason)
+                after = f"; {item.blocking} later event(s) of its aggregate go on" if item.kind == "outbox" else ""
+                print(f"discarded dead letter {item.id}: {item.kind} {item.reference_id} will not be replayed{after}")
         except dlq.DeadLetterError as exc:
             print(f"gradeflow: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -265,16 +270,44 @@ async def _dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
 
 def _dlq_line(item) -> str:  # type: ignore[no-untyped-def]
     error = textwrap.shorten(item.last_error, 100, placeholder="...")
-    return (f"{item.id}\t{item.status}\t{item.source}\t{item.kind or '-'}\ttenant={item.tenant_id}\t"
+    return (f"{item.id}\t{item.status}\t{item.kind}\t{item.event_type or '-'}\ttenant={item.tenant_id}\t"
+async def _dlq_replay(settings, pools, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
+    """Replay one dead letter; for a submission, Temporal is connected and the operator retry runs."""
+    from infra.events import dead_letters as dlq
+    from infra.events.external import republish_dead_letter
+
+    tenant = await dlq.item_tenant(pools, args.id)
+    item = await dlq.get_dead_letter(pools, args.id, tenant_id=tenant)
+    if item.kind == "submission" and item.status == "open":
+        from infra.stack.preflight import connect_temporal
+        from infra.stores.interventions import NotRetryableError, SubmissionNotFoundError
+        from infra.temporal.retry import RetryInProgressError, submission_retry
+
+        client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
+        try:
+            item = await dlq.replay_dead_letter(pools, args.id, actor=args.actor, reason=args.reason, tenant_id=tenant,
+                                                retry=submission_retry(pools, client, settings=settings))
+        except (NotRetryableError, RetryInProgressError, SubmissionNotFoundError) as exc:
+            raise dlq.DeadLetterConflictError(f"dead letter {args.id}: cannot retry submission "
+                                              f"{item.reference_id}: {exc}") from exc
+        return f"replayed dead letter {item.id}: submission {item.reference_id} is grading again (retried)"
+    item = await dlq.replay_dead_letter(pools, args.id, actor=args.actor, reason=args.reason, tenant_id=tenant,
+                                        republish=lambda payload: republish_dead_letter(pools.redis, payload))
+    if item.kind == "external_event":
+        return f"replayed dead letter {item.id}: external event {item.reference_id} is on its stream again"
+    return f"replayed dead letter {item.id}: event {item.reference_id} ({item.event_type}) is pending again"
+
+
             f"ref={item.reference_id}\tattempts={item.attempts}\tblocking={item.blocking}\t"
             f"last_failed={item.last_failed_at.isoformat(timespec='seconds')}\t{error}")
 
 
-def _print_dlq_item(item) -> None:  # type: ignore[no-untyped-def]
+def _print_dlq_item(item, actions) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    for name in ("id", "status", "source", "kind", "tenant_id", "reference_id", "attempts", "blocking",
-                 "first_failed_at", "last_failed_at", "updated_at", "resolved_by", "first_error", "last_error"):
+    for name in ("id", "status", "kind", "event_type", "tenant_id", "reference_id", "attempts", "blocking",
+                 "first_failed_at", "last_failed_at", "updated_at", "resolved_by", "resolved_at", "resolution_reason",
+                 "first_error", "last_error"):
         value = getattr(item, name)
         print(f"{name + ':':<17}{value.isoformat() if hasattr(value, 'isoformat') else value}")
     print("payload:")
@@ -282,6 +315,10 @@ def _print_dlq_item(item) -> None:  # type: ignore[no-untyped-def]
 
 
 def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
+    print("audit:" if actions else "audit: (none)")
+    for action in actions:
+        print(f"  {action.created_at.isoformat(timespec='seconds')}\t{action.action}\tby {action.actor}\t"
+              f"{action.reason or '-'}\t{json.dumps(action.detail, sort_keys=True, default=str)}")
     from infra.stack.devserver import run_dev
     from infra.stack.preflight import check_model
 

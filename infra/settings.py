@@ -141,6 +141,24 @@ class Settings(BaseSettings):
     rubric_cache_ttl_seconds: float = Field(default=300.0, gt=0)
     """Safety-net lifetime of a worker's in-process copy of an exam's rubrics (broadcasts drop it sooner)."""
     rubric_cache_max_entries: int = Field(default=1024, ge=1)
+    checkpoint_retention_hours: float = Field(default=24.0, gt=0)
+    """Hours a submission is final (completed/failed) before that purge prunes its checkpoint threads to the last
+    checkpoint."""
+    checkpoint_delete_after_hours: float = Field(default=30 * 24.0, gt=0)
+    """Hours a submission is final before that purge deletes its checkpoint threads (more than the retention)."""
+    external_event_give_up_seconds: float = Field(default=900.0, gt=0)
+    """Seconds after its publication an external event whose signal keeps failing (Temporal unreachable) is
+    dead-lettered instead of retried."""
+    backup_dir: Path | None = None
+    """Folder of database backups (``gradeflow backup``, the nightly schedule). Unset: ``<data_dir>/backups``."""
+    backup_time: str = "02:30"
+    """UTC time of day (``HH:MM``) of the nightly backup (a Temporal Schedule kept by the orchestration worker)."""
+    backup_retention_days: float = Field(default=30.0, gt=0)
+    """Backups older than this are deleted after each nightly backup (the newest verified one is always kept)."""
+    backup_schedule_enabled: bool = True
+    """Keep the nightly backup schedule (its worker needs ``pg_dump``/``pg_restore`` and the admin URL)."""
+    pg_bin_dir: Path | None = None
+    """Folder of ``pg_dump``/``pg_restore``. Unset: the embedded PostgreSQL's binaries if installed, else ``PATH``."""
     """Exams a worker keeps in its in-process rubric cache (least recently used dropped first)."""
     slow_span_ms: float = Field(default=1000.0, gt=0)
     """Spans slower than this raise a slow-span alert."""
@@ -178,6 +196,26 @@ class Settings(BaseSettings):
     def admin_url(self) -> str | None:
         """URL used for migrations (admin URL, else the application URL)."""
         url = self.database_admin_url or self.database_url
+    @field_validator("backup_time")
+    @classmethod
+    def _check_backup_time(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not sep or not (hour.isdigit() and minute.isdigit() and len(minute) == 2) \
+                or not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
+            raise ValueError("must be a UTC time of day HH:MM, e.g. 02:30")
+        return f"{int(hour):02d}:{minute}"
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        if self.checkpoint_delete_after_hours <= self.checkpoint_retention_hours:
+            raise ValueError("GRADEFLOW_CHECKPOINT_DELETE_AFTER_HOURS must exceed GRADEFLOW_CHECKPOINT_RETENTION_HOURS")
+        return self
+
+    @property
+    def backup_path(self) -> Path:
+        """Where backups go: ``backup_dir``, else ``<data_dir>/backups``."""
+        return self.backup_dir or self.data_dir / "backups"
+
         return str(url) if url else None
 
 

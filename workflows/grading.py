@@ -106,7 +106,7 @@ class GradingWorkflow:
             persisted = await workflow.execute_activity_method(
                 GradingActivities.persist_grading_result,
                 PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
-                             agent.flagged, inp.trace_id),
+                             agent.flagged, inp.trace_id, thread_id=agent.thread_id),
                 **self._db_options(inp))
         except ActivityError as err:
             raise await self._intervention(inp, err) from err
@@ -196,7 +196,7 @@ class GradingWorkflow:
         await workflow.execute_activity_method(
             GradingActivities.mark_needs_intervention,
             StatusInput(inp.submission_id, inp.tenant_id, SubmissionStatus.NEEDS_INTERVENTION,
-                        error=message, trace_id=inp.trace_id),
+                        error=message, trace_id=inp.trace_id, attempts=int(self._details.get("attempt") or 0)),
             **self._db_options(inp))
         return ApplicationError(f"grading needs intervention: {message}", type=kind, non_retryable=True)
 

@@ -10,8 +10,12 @@ Producers call :func:`publish_external_event`, which XADDs one entry to the stre
   signal failed transiently) are taken over with ``XAUTOCLAIM`` and delivered again.
 - Delivery is at least once; the workflow ignores an ``event_id`` it has already recorded.
 - An event whose workflow is not running (finished, unknown), whose workflow belongs to another
-  tenant, that Temporal refuses, or that cannot be parsed is acked, logged and counted in
-  :attr:`ExternalEventBridge.stats`, never retried forever. Temporal being unreachable is retried.
+  tenant, or that Temporal refuses is acked, logged, counted in :attr:`ExternalEventBridge.stats` and,
+  when the bridge has ``pools``, recorded as an ``external_event`` dead letter (``dlq_items``) an
+  operator can replay (:func:`republish_dead_letter` puts it back with the same event id) or discard.
+  Temporal being unreachable is retried, for ``give_up_after`` seconds from the event's publication,
+  then the event is dead-lettered too. An entry that cannot be parsed names no tenant: it is logged
+  and dropped.
 - Entries every consumer group has acked are trimmed (``XTRIM MINID``) now and then.
 """
 
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -35,6 +40,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from infra.cache.keys import EXTERNAL_EVENTS_STREAM
 from infra.constants import SEARCH_ATTR_TENANT, SIGNAL_EXTERNAL_EVENT, grading_workflow_id
+from infra.db.pools import PoolManager
+from infra.events.dead_letters import record_dead_letter
+from infra.events.failures import is_transient
 from infra.events.relay import backoff_delay
 from workflows.types import ExternalEvent
 
@@ -46,6 +54,8 @@ TRANSIENT_RPC = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXC
                            RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.ABORTED, RPCStatusCode.INTERNAL,
                            RPCStatusCode.UNKNOWN})
 """Temporal answers that mean "try again later": the entry stays pending and is claimed again."""
+UNDELIVERABLE = frozenset({"not_running", "tenant_mismatch", "rejected", "gave_up"})
+"""Outcomes that become a dead letter (with ``pools``)."""
 
 
 class TransientDeliveryError(Exception):
@@ -124,6 +134,23 @@ async def publish_external_event(redis: Redis, *, tenant_id: str, submission_id:
     return entry.event_id
 
 
+async def republish_dead_letter(redis: Redis, payload: dict[str, Any]) -> str:
+    """Put a dead-lettered external event back on the stream it came from, with the same event id.
+
+    Args:
+        redis: Redis client.
+        payload: the dead letter's payload (as the bridge recorded it).
+
+    Returns:
+        The new stream entry id.
+
+    """
+    entry = ExternalEventEntry(payload["tenant_id"], payload["submission_id"], payload["event_type"],
+                               payload.get("payload") or {}, payload["event_id"])
+    entry_id = await redis.xadd(payload.get("stream") or EXTERNAL_EVENTS_STREAM, entry.to_fields())  # type: ignore[arg-type]
+    return _text(entry_id)
+
+
 class ExternalEventBridge:
     """Turns stream entries into ``external_event`` signals, at least once.
 
@@ -139,13 +166,17 @@ class ExternalEventBridge:
         claim_interval: seconds between scans for stale pending entries.
         trim_interval: seconds between trims of acked entries.
         rpc_timeout: seconds for each Temporal call.
+        pools: where undeliverable events become dead letters (``None``: they are only logged).
+        give_up_after: seconds after its publication an event that keeps failing transiently
+            (Temporal unreachable) is dead-lettered instead of retried (needs ``pools``).
 
     """
 
     def __init__(self, redis: Redis, temporal_client: Client, *, consumer_name: str, group: str = DEFAULT_GROUP,
                  stream: str = EXTERNAL_EVENTS_STREAM, batch_size: int = 50, block: float = 1.0,
                  claim_idle: float = 30.0, claim_interval: float = 5.0, trim_interval: float = 60.0,
-                 rpc_timeout: float = 10.0) -> None:
+                 rpc_timeout: float = 10.0, pools: PoolManager | None = None,
+                 give_up_after: float = 900.0) -> None:
         self.redis = redis
         self.client = temporal_client
         self.consumer_name = consumer_name
@@ -157,8 +188,11 @@ class ExternalEventBridge:
         self.claim_interval = claim_interval
         self.trim_interval = trim_interval
         self.rpc_timeout = timedelta(seconds=rpc_timeout)
+        self.pools = pools
+        self.give_up_after = give_up_after
         self.stats: Counter[str] = Counter()
-        """Outcomes: signalled, not_running, tenant_mismatch, rejected, malformed, claimed, transient."""
+        """Outcomes: signalled, not_running, tenant_mismatch, rejected, gave_up, malformed, claimed, transient,
+        dead_lettered (recorded in ``dlq_items``), dead_letter_refused (its tenant does not exist)."""
         self.ready = asyncio.Event()
         """Set once the group exists and this consumer reads (tests wait on it)."""
 
@@ -239,26 +273,60 @@ class ExternalEventBridge:
                 return claimed
 
     async def deliver(self, entries: list[tuple[str, dict[Any, Any]]]) -> None:
-        """Deliver entries in order, acking each after its outcome; stop at a transient failure."""
+        """Deliver entries in order, acking each after its outcome; stop at a transient failure.
+
+        An undeliverable event is recorded as a dead letter before it is acked; one that failed
+        transiently for longer than ``give_up_after`` since its publication is dead-lettered too.
+        """
         for entry_id, fields in entries:
+            why = ""
             try:
-                outcome = await self._deliver_one(entry_id, fields)
-            except TransientDeliveryError:
+                outcome, why = await self._deliver_one(entry_id, fields)
+            except TransientDeliveryError as exc:
                 self.stats["transient"] += 1
-                raise
+                if self.pools is None or time.time() - _id(entry_id)[0] / 1000 < self.give_up_after:
+                    raise
+                outcome, why = "gave_up", f"Temporal unreachable for over {self.give_up_after:g}s: {exc}"
             self.stats[outcome] += 1
+            if outcome in UNDELIVERABLE and self.pools is not None:
+                await self._dead_letter(entry_id, ExternalEventEntry.from_fields(fields or {}), outcome, why)
             await self._ack(entry_id)
+
+    async def _dead_letter(self, entry_id: str, entry: ExternalEventEntry, outcome: str, why: str) -> None:
+        """Record an undeliverable event in ``dlq_items`` (raise a transient error if PostgreSQL is down)."""
+        assert self.pools is not None
+        payload = {"event_id": entry.event_id, "tenant_id": entry.tenant_id, "submission_id": entry.submission_id,
+                   "event_type": entry.event_type, "payload": entry.payload, "stream": self.stream,
+                   "stream_entry_id": entry_id, "workflow_id": grading_workflow_id(entry.submission_id),
+                   "outcome": outcome}
+        try:
+            async with self.pools.transaction(entry.tenant_id) as conn:
+                item = await record_dead_letter(conn, tenant_id=entry.tenant_id, kind="external_event",
+                                                reference_id=entry.event_id, error=f"{outcome}: {why}",
+                                                payload=payload, event_type=entry.event_type, failure_id=entry_id)
+        except psycopg.errors.IntegrityError as exc:  # the tenant does not exist: nobody to show it to
+            self.stats["dead_letter_refused"] += 1
+            logger.error("bridge %s: event %s names unknown tenant %s; dropped (%s)", self.consumer_name,
+                         entry.event_id, entry.tenant_id, exc)
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientDeliveryError(f"cannot record dead letter of {entry.event_id}: {exc}") from exc
+            raise
+        self.stats["dead_lettered"] += 1
+        logger.warning("bridge %s: event %s (%s) for %s dead-lettered as %d (%s)", self.consumer_name,
+                       entry.event_id, entry.event_type, entry.submission_id, item, outcome)
 
     async def _ack(self, entry_id: str) -> None:
         await self.redis.xack(self.stream, self.group, entry_id)
 
-    async def _deliver_one(self, entry_id: str, fields: dict[Any, Any] | None) -> str:
-        """Signal one entry's workflow; return the outcome (raise when it must be retried)."""
+    async def _deliver_one(self, entry_id: str, fields: dict[Any, Any] | None) -> tuple[str, str]:
+        """Signal one entry's workflow; return the outcome and why (raise when it must be retried)."""
         try:
             entry = ExternalEventEntry.from_fields(fields or {})
         except ValueError as exc:
             logger.error("bridge %s: dropping entry %s: %s", self.consumer_name, entry_id, exc)
-            return "malformed"
+            return "malformed", str(exc)
         workflow_id = grading_workflow_id(entry.submission_id)
         try:
             desc = await self.client.get_workflow_handle(workflow_id).describe(rpc_timeout=self.rpc_timeout)
@@ -266,9 +334,9 @@ class ExternalEventBridge:
                 return self._not_running(entry, workflow_id, desc.status.name if desc.status else "?")
             owner = desc.typed_search_attributes.get(TENANT_KEY) or await desc.memo_value("tenant_id", None)
             if owner and owner != entry.tenant_id:
-                logger.warning("bridge %s: event %s of tenant %s names %s of another tenant; dropped",
+                logger.warning("bridge %s: event %s of tenant %s names %s of another tenant; not delivered",
                                self.consumer_name, entry.event_id, entry.tenant_id, workflow_id)
-                return "tenant_mismatch"
+                return "tenant_mismatch", f"{workflow_id} belongs to another tenant"
             handle = self.client.get_workflow_handle(workflow_id, run_id=desc.run_id)
             await handle.signal(SIGNAL_EXTERNAL_EVENT,
                                 ExternalEvent(entry.event_type, entry.payload, entry.event_id),
@@ -280,15 +348,15 @@ class ExternalEventBridge:
                 raise TransientDeliveryError(f"{workflow_id}: {exc.status.name}: {exc}") from exc
             logger.error("bridge %s: Temporal refused event %s for %s: %s", self.consumer_name,
                          entry.event_id, workflow_id, exc)
-            return "rejected"
+            return "rejected", f"Temporal refused the signal to {workflow_id}: {exc}"
         logger.debug("bridge %s: signalled %s with %s (%s)", self.consumer_name, workflow_id, entry.event_type,
                      entry.event_id)
-        return "signalled"
+        return "signalled", ""
 
-    def _not_running(self, entry: ExternalEventEntry, workflow_id: str, why: str) -> str:
+    def _not_running(self, entry: ExternalEventEntry, workflow_id: str, why: str) -> tuple[str, str]:
         logger.warning("bridge %s: event %s (%s) for %s acked without delivery: workflow %s", self.consumer_name,
                        entry.event_id, entry.event_type, workflow_id, why)
-        return "not_running"
+        return "not_running", f"workflow {workflow_id} is {why.lower()}"
 
     async def trim(self) -> None:
         """Drop entries older than the oldest one any consumer group still needs."""

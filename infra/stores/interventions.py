@@ -1,7 +1,8 @@
 """Operators' retries of submissions in ``needs_intervention``: the check and the audit trail.
 
 :func:`record_retry` checks that a submission may be retried and writes, in one transaction, the
-``review_log`` row (who, when, why, from which run) and the outbox event ``submission.retried``.
+``review_log`` row (who, when, why, from which run), the outbox event ``submission.retried`` and the
+``replayed`` mark (with its audit row) on the submission's dead letter.
 Starting the new workflow run is the caller's (:mod:`infra.temporal.retry`).
 """
 
@@ -14,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
+from infra.events.dead_letters import close_by_reference
 from infra.events.outbox import add_event
 from infra.stores.exams import parse_uuid
 from infra.stores.review import INSERT_REVIEW_LOG_SQL
@@ -95,4 +97,7 @@ async def record_retry(pools: PoolManager, tenant_id: str, submission_id: str, *
                         actor_id=actor_id, trace_id=row["trace_id"],
                         payload={"exam_id": row["exam_id"], "reason": reason, "previous_run_id": previous_run_id,
                                  "error": row["error"]})
+        await close_by_reference(conn, tenant_id=tenant_id, kind="submission", reference_id=row["id"],
+                                 status="replayed", actor=actor_id, reason=reason,
+                                 detail={"previous_run_id": previous_run_id})
     return RetryTarget(row["id"], row["exam_id"], row["workflow_id"], row["trace_id"] or "", row["error"])

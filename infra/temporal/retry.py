@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from infra.constants import ORCHESTRATION_QUEUE, QUERY_PROGRESS, grading_workflow_id
 from infra.db.pools import PoolManager
+from infra.events.dead_letters import SubmissionRetry
 from infra.stores.exams import parse_uuid
 from infra.stores.interventions import SubmissionNotFoundError, check_retryable, record_retry
 from infra.temporal.starter import start_grading
@@ -100,3 +101,19 @@ async def retry_submission(pools: PoolManager, client: Client, *, tenant_id: str
     logger.info("retry of %s by %s: run %s resumes from thread %s (previous run %s)", submission_id, actor_id,
                 run_id, thread_id or "-", previous_run_id or "-")
     return RetryStarted(target.submission_id, workflow_id, run_id, previous_run_id, thread_id)
+
+
+def submission_retry(pools: PoolManager, client: Client, *, settings: Any = None,
+                     **overrides: Any) -> SubmissionRetry:
+    """The replay of a ``submission`` dead letter: :func:`retry_submission`, with these pools and client.
+
+    The retry audits the dead letter itself (``replayed``, in the transaction of its audit row).
+    """
+
+    async def retry(tenant_id: str, submission_id: str, actor: str, reason: str) -> dict[str, Any]:
+        started = await retry_submission(pools, client, tenant_id=tenant_id, submission_id=submission_id,
+                                         actor_id=actor, reason=reason, settings=settings, **overrides)
+        return {"workflow_id": started.workflow_id, "run_id": started.run_id,
+                "previous_run_id": started.previous_run_id, "resume_thread_id": started.resume_thread_id}
+
+    return retry

@@ -59,7 +59,7 @@ async def test_a_logical_failure_is_dead_lettered_and_holds_its_aggregate_until_
     assert sequences(await stream(pools.redis, tenant_id)) == {agg: [0, 1], other: [10, 11]}
 
     [item] = await list_dead_letters(pools, tenant_id=tenant_id)
-    assert (item.source, item.kind, item.reference_id, item.status) == ("outbox", "test.doc_changed",
+    assert (item.kind, item.event_type, item.reference_id, item.status) == ("outbox", "test.doc_changed",
                                                                          dead.event_id, "open")
     assert item.attempts == 3 and item.blocking == 2
     assert item.first_error == item.last_error == "KeyError: 'third'"
@@ -69,7 +69,7 @@ async def test_a_logical_failure_is_dead_lettered_and_holds_its_aggregate_until_
     assert await dlq_rows(pools, f"t-{uuid.uuid4().hex[:12]}") == []  # and to no other
 
     # Replayed while still broken: it fails again and the same record is re-opened and updated.
-    assert (await replay_dead_letter(pools, item.id, by="alice")).status == "replayed"
+    assert (await replay_dead_letter(pools, item.id, actor="alice", reason="handler fixed")).status == "replayed"
     await drain(relay, pools, [tenant_id], done=_stuck)
     [again] = await list_dead_letters(pools, tenant_id=tenant_id)
     assert again.id == item.id and again.status == "open" and again.attempts == 6
@@ -77,7 +77,7 @@ async def test_a_logical_failure_is_dead_lettered_and_holds_its_aggregate_until_
     assert again.last_failed_at > item.last_failed_at and again.first_failed_at == item.first_failed_at
 
     broken.clear()
-    replayed = await replay_dead_letter(pools, item.id, by="alice")
+    replayed = await replay_dead_letter(pools, item.id, actor="alice", reason="handler fixed")
     assert (replayed.status, replayed.resolved_by) == ("replayed", "alice")
     rows = await drain(relay, pools, [tenant_id])
     assert all(r["status"] == "published" for r in rows.values())
@@ -95,16 +95,16 @@ async def test_discarding_a_dead_letter_lets_the_later_events_go(pools: PoolMana
     [item] = await list_dead_letters(pools, tenant_id=tenant_id)
     assert item.blocking == 2
 
-    discarded = await discard_dead_letter(pools, item.id, by="bob")
+    discarded = await discard_dead_letter(pools, item.id, actor="bob", reason="obsolete")
     assert (discarded.status, discarded.resolved_by, discarded.blocking) == ("discarded", "bob", 2)
     rows = await drain(relay, pools, [tenant_id])
     assert [rows[e.event_id]["status"] for e in events] == ["discarded", "published", "published"]
     assert sequences(await stream(pools.redis, tenant_id)) == {agg: [0, 1, 2]}  # 0 was appended before its handler
 
     with pytest.raises(DeadLetterError, match=f"dead letter {item.id} is discarded, not open"):
-        await replay_dead_letter(pools, item.id, by="bob")
+        await replay_dead_letter(pools, item.id, actor="bob", reason="obsolete")
     with pytest.raises(DeadLetterError, match="not found"):
-        await discard_dead_letter(pools, 2**62, by="bob")
+        await discard_dead_letter(pools, 2**62, actor="bob", reason="obsolete")
     with pytest.raises(DeadLetterError, match="not found"):
         await get_dead_letter(pools, 2**62)
 
@@ -149,18 +149,22 @@ async def test_gradeflow_dlq_lists_shows_replays_and_discards(services, pools: P
 
     shown = gradeflow("show", str(items[0].id))
     assert shown.returncode == 0, shown.stderr
-    assert f"reference_id:    {dead[0].event_id}" in shown.stdout and '"seq": 0' in shown.stdout
+    assert f"reference_id:      {dead[0].event_id}" in shown.stdout and '"seq": 0' in shown.stdout
+    assert "audit: (none)" in shown.stdout
 
-    replayed = gradeflow("replay", str(items[0].id), "--actor", "carol")
+    replayed = gradeflow("replay", str(items[0].id), "--actor", "carol", "--reason", "handler fixed")
     assert replayed.returncode == 0, replayed.stderr
     assert f"replayed dead letter {items[0].id}" in replayed.stdout
-    discarded = gradeflow("discard", str(items[1].id))
+    discarded = gradeflow("discard", str(items[1].id), "--reason", "obsolete")
     assert discarded.returncode == 0, discarded.stderr
     assert (await outbox(pools, tenant_id))[dead[1].event_id]["status"] == "discarded"
     assert (await get_dead_letter(pools, items[0].id)).resolved_by == "carol"
     assert (await get_dead_letter(pools, items[1].id)).resolved_by == "operator-cli"
+    audited = gradeflow("show", str(items[1].id)).stdout
+    assert "resolution_reason: obsolete" in audited and "\tdiscard\tby operator-cli\tobsolete\t" in audited
 
-    for args, message in ((("replay", str(items[0].id)), f"dead letter {items[0].id} is replayed, not open"),
+    for args, message in ((("replay", str(items[0].id), "--reason", "again"),
+                           f"dead letter {items[0].id} is replayed, not open"),
                           (("show", "999999999999"), "dead letter 999999999999 not found")):
         failed = gradeflow(*args)
         assert failed.returncode == 2

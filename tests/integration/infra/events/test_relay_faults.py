@@ -268,7 +268,7 @@ async def test_many_tenants_and_aggregates_in_flight_with_failures(pools: PoolMa
         healed = True
         for tenant in tenants:
             [item] = await list_dead_letters(pools, tenant_id=tenant)
-            await replay_dead_letter(pools, item.id, by="test")
+            await replay_dead_letter(pools, item.id, actor="test", reason="redis back")
         await until(lambda: _all_published(pools, tenants), what="the replayed aggregates")
     finally:
         stop.set()
