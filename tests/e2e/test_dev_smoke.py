@@ -35,6 +35,48 @@ def _start(data_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def _read_until_banner(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """``gradeflow dev``'s output up to the end of its "running" banner (children log to the same stdout)."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("gradeflow dev exited before its banner:\n" + "".join(seen))
+        seen.append(line)
+        if "Press Ctrl-C to stop." in line:
+            return "".join(seen)
+    raise AssertionError("no banner in time:\n" + "".join(seen))
+
+
+def _ready_at_banner(ports: dict[str, int]) -> dict[str, int]:
+    """Pollers of each worker's task queue and LISTENing relays, as the banner shows."""
+    import asyncio
+
+    import psycopg
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    async def pollers() -> dict[str, int]:
+        client = await Client.connect(f"127.0.0.1:{ports['TEMPORAL_PORT']}")
+        out = {}
+        for queue, kind in (("orchestration", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+                            ("cognitive", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)):
+            resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace="default", task_queue=TaskQueue(name=queue), task_queue_type=kind))
+            out[queue] = len(resp.pollers)
+        return out
+
+    ready = asyncio.run(pollers())
+    with psycopg.connect(f"postgresql://postgres:postgres@127.0.0.1:{ports['PG_PORT']}/gradeflow") as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'").fetchone()
+    ready["relay"] = row[0] if row else 0
+    return ready
+
+
 def _stop(proc: subprocess.Popen[str]) -> tuple[float, str]:
     try:
         descendants = psutil.Process(proc.pid).children(recursive=True)
@@ -56,7 +98,11 @@ def test_dev_starts_answers_stops_and_keeps_data(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("API_PORT", "PG_PORT", "REDIS_PORT", "TEMPORAL_PORT",
                                              "TEMPORAL_UI_PORT")}
     proc = _start(tmp_path / "data", ports)
+    before = ""
     try:
+        before = _read_until_banner(proc)
+        ready = _ready_at_banner(ports)  # the banner waits for every child, not just the API
+        assert ready["orchestration"] >= 1 and ready["cognitive"] >= 1 and ready["relay"] >= 1, ready
         _wait_for(f"http://127.0.0.1:{ports['API_PORT']}/v1/health", proc)
         _wait_for(f"http://127.0.0.1:{ports['TEMPORAL_UI_PORT']}/", proc)
         described = subprocess.run(
@@ -72,6 +118,7 @@ def test_dev_starts_answers_stops_and_keeps_data(tmp_path: Path) -> None:
             conn.execute("INSERT INTO tenants (id, name) VALUES ('smoke', 'kept across restarts')")
     finally:
         elapsed, out = _stop(proc)
+    out = before + out
     assert proc.returncode == 0, out
     assert elapsed < 10, f"stopping took {elapsed:.1f}s"
     assert "Temporal Web UI" in out and "OpenAPI docs" in out
