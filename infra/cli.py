@@ -78,8 +78,9 @@ def _add_dlq_parser(sub) -> None:  # type: ignore[no-untyped-def]
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     show = actions.add_parser("show", help="everything about one dead letter, with its payload and audit trail")
     show.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
-    for name, text in (("replay", "put its event back to pending with a fresh attempt budget"),
-                       ("discard", "give its event up for good; later events of its aggregate go on")):
+    for name, text in (("replay", "replay it through its normal path: an outbox event back to pending, an external "
+                                  "event back on its stream, a submission retried from its last checkpoint"),
+                       ("discard", "give it up for good (an outbox event's later events go on)")):
         action = actions.add_parser(name, help=text)
         action.add_argument("id", type=int, help="dead letter id (from `gradeflow dlq list`)")
         action.add_argument("--actor", default="operator-cli", help="who does it (default operator-cli; audited)")
@@ -242,7 +243,8 @@ async def _dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
     from infra.db.pools import PoolManager
     from infra.events import dead_letters as dlq
 
-    async with PoolManager(str(settings.database_url), None, min_size=0, max_size=1,
+    redis_url = str(settings.redis_url) if settings.redis_url else None
+    async with PoolManager(str(settings.database_url), redis_url, min_size=0, max_size=1,
                            acquire_timeout=settings.db_acquire_timeout, name="gradeflow-cli") as pools:
         try:
             if args.dlq_command == "list":
@@ -268,9 +270,6 @@ async def _dlq(settings, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return 0
 
 
-def _dlq_line(item) -> str:  # type: ignore[no-untyped-def]
-    error = textwrap.shorten(item.last_error, 100, placeholder="...")
-    return (f"{item.id}\t{item.status}\t{item.kind}\t{item.event_type or '-'}\ttenant={item.tenant_id}\t"
 async def _dlq_replay(settings, pools, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
     """Replay one dead letter; for a submission, Temporal is connected and the operator retry runs."""
     from infra.events import dead_letters as dlq
@@ -298,6 +297,9 @@ async def _dlq_replay(settings, pools, args: argparse.Namespace) -> str:  # type
     return f"replayed dead letter {item.id}: event {item.reference_id} ({item.event_type}) is pending again"
 
 
+def _dlq_line(item) -> str:  # type: ignore[no-untyped-def]
+    error = textwrap.shorten(item.last_error, 100, placeholder="...")
+    return (f"{item.id}\t{item.status}\t{item.kind}\t{item.event_type or '-'}\ttenant={item.tenant_id}\t"
             f"ref={item.reference_id}\tattempts={item.attempts}\tblocking={item.blocking}\t"
             f"last_failed={item.last_failed_at.isoformat(timespec='seconds')}\t{error}")
 
@@ -309,16 +311,16 @@ def _print_dlq_item(item, actions) -> None:  # type: ignore[no-untyped-def]
                  "first_failed_at", "last_failed_at", "updated_at", "resolved_by", "resolved_at", "resolution_reason",
                  "first_error", "last_error"):
         value = getattr(item, name)
-        print(f"{name + ':':<17}{value.isoformat() if hasattr(value, 'isoformat') else value}")
+        print(f"{name + ':':<19}{value.isoformat() if hasattr(value, 'isoformat') else value}")
     print("payload:")
     print(textwrap.indent(json.dumps(item.payload, indent=2, sort_keys=True, default=str), "  "))
-
-
-def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
     print("audit:" if actions else "audit: (none)")
     for action in actions:
         print(f"  {action.created_at.isoformat(timespec='seconds')}\t{action.action}\tby {action.actor}\t"
               f"{action.reason or '-'}\t{json.dumps(action.detail, sort_keys=True, default=str)}")
+
+
+def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.devserver import run_dev
     from infra.stack.preflight import check_model
 

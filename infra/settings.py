@@ -128,19 +128,6 @@ class Settings(BaseSettings):
     """Interval of the Temporal Schedule that purges expired idempotency keys."""
     trace_retention_hours: float = Field(default=72.0, gt=0)
     """Age after which stored trace spans (every tenant's and system spans) are deleted by that purge."""
-    rate_limit_submit: str = "60/minute"
-    """Token bucket per tenant for POST/PUT/PATCH/DELETE (``limits`` notation: N/second|minute|hour)."""
-    rate_limit_read: str = "600/minute"
-    """Token bucket per tenant for GET and other reads."""
-    rate_limit_websocket: str = "30/minute"
-    """Token bucket per tenant for WebSocket connects."""
-    slow_query_ms: float = Field(default=250.0, gt=0)
-    """List queries slower than this are logged with their trace id and counted."""
-    cache_ttl_seconds: int = Field(default=3600, ge=1)
-    """TTL of hot copies in Redis."""
-    rubric_cache_ttl_seconds: float = Field(default=300.0, gt=0)
-    """Safety-net lifetime of a worker's in-process copy of an exam's rubrics (broadcasts drop it sooner)."""
-    rubric_cache_max_entries: int = Field(default=1024, ge=1)
     checkpoint_retention_hours: float = Field(default=24.0, gt=0)
     """Hours a submission is final (completed/failed) before that purge prunes its checkpoint threads to the last
     checkpoint."""
@@ -159,6 +146,19 @@ class Settings(BaseSettings):
     """Keep the nightly backup schedule (its worker needs ``pg_dump``/``pg_restore`` and the admin URL)."""
     pg_bin_dir: Path | None = None
     """Folder of ``pg_dump``/``pg_restore``. Unset: the embedded PostgreSQL's binaries if installed, else ``PATH``."""
+    rate_limit_submit: str = "60/minute"
+    """Token bucket per tenant for POST/PUT/PATCH/DELETE (``limits`` notation: N/second|minute|hour)."""
+    rate_limit_read: str = "600/minute"
+    """Token bucket per tenant for GET and other reads."""
+    rate_limit_websocket: str = "30/minute"
+    """Token bucket per tenant for WebSocket connects."""
+    slow_query_ms: float = Field(default=250.0, gt=0)
+    """List queries slower than this are logged with their trace id and counted."""
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    """TTL of hot copies in Redis."""
+    rubric_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    """Safety-net lifetime of a worker's in-process copy of an exam's rubrics (broadcasts drop it sooner)."""
+    rubric_cache_max_entries: int = Field(default=1024, ge=1)
     """Exams a worker keeps in its in-process rubric cache (least recently used dropped first)."""
     slow_span_ms: float = Field(default=1000.0, gt=0)
     """Spans slower than this raise a slow-span alert."""
@@ -174,6 +174,26 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
         return value
+
+    @field_validator("backup_time")
+    @classmethod
+    def _check_backup_time(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not sep or not (hour.isdigit() and minute.isdigit() and len(minute) == 2) \
+                or not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
+            raise ValueError("must be a UTC time of day HH:MM, e.g. 02:30")
+        return f"{int(hour):02d}:{minute}"
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        if self.checkpoint_delete_after_hours <= self.checkpoint_retention_hours:
+            raise ValueError("GRADEFLOW_CHECKPOINT_DELETE_AFTER_HOURS must exceed GRADEFLOW_CHECKPOINT_RETENTION_HOURS")
+        return self
+
+    @property
+    def backup_path(self) -> Path:
+        """Where backups go: ``backup_dir``, else ``<data_dir>/backups``."""
+        return self.backup_dir or self.data_dir / "backups"
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
@@ -196,26 +216,6 @@ class Settings(BaseSettings):
     def admin_url(self) -> str | None:
         """URL used for migrations (admin URL, else the application URL)."""
         url = self.database_admin_url or self.database_url
-    @field_validator("backup_time")
-    @classmethod
-    def _check_backup_time(cls, value: str) -> str:
-        hour, sep, minute = value.partition(":")
-        if not sep or not (hour.isdigit() and minute.isdigit() and len(minute) == 2) \
-                or not (0 <= int(hour) < 24 and 0 <= int(minute) < 60):
-            raise ValueError("must be a UTC time of day HH:MM, e.g. 02:30")
-        return f"{int(hour):02d}:{minute}"
-
-    @model_validator(mode="after")
-    def _check_retention(self) -> Settings:
-        if self.checkpoint_delete_after_hours <= self.checkpoint_retention_hours:
-            raise ValueError("GRADEFLOW_CHECKPOINT_DELETE_AFTER_HOURS must exceed GRADEFLOW_CHECKPOINT_RETENTION_HOURS")
-        return self
-
-    @property
-    def backup_path(self) -> Path:
-        """Where backups go: ``backup_dir``, else ``<data_dir>/backups``."""
-        return self.backup_dir or self.data_dir / "backups"
-
         return str(url) if url else None
 
 
