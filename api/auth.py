@@ -60,8 +60,8 @@ def principal_from_scope(scope: MutableMapping[str, Any], settings: Any | None =
 
     Returns:
         The principal, a :class:`TokenError` for a bad token (a :class:`NoRoleError` for one that
-        grants no known role: WebSockets and middlewares treat it as no caller), or ``None``
-        without a token.
+        grants no known role: routes answer 403, WebSockets close with 4403, middlewares see no
+        caller), or ``None`` without a token.
 
     """
     state = scope.setdefault("state", {})

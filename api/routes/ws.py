@@ -7,11 +7,15 @@ the tenant's Redis Stream, then live ones, with no duplicates. Every message is 
 ``Authorization`` header or ``?token=``.
 
 Refusals are close codes after an accepted handshake, so every client can tell them apart: 4401 (no
-or a bad token), 4404 (no such submission/exam in the token's tenant: another tenant's id looks
-exactly like a missing one), 4429 (the tenant holds ``GRADEFLOW_WS_MAX_FEEDS_PER_TENANT`` feeds on this
-API process). Over the connect rate limit the handshake is answered 429; with PostgreSQL unavailable,
-503 (both with ``Retry-After``). After the snapshot, 1011 means live events are unavailable (Redis down).
-Every feed of the process shares one Redis pub/sub connection (:class:`infra.events.hub.FeedHub`).
+or a bad token), 4403 (the token grants no known role, or its roles may not follow this feed: a
+caller whose only role is ``submitter`` follows only the submissions it created and no exam feed,
+see :mod:`api.auth`), 4404 (no such submission/exam in the token's tenant: another tenant's id, or
+another caller's submission for a submitter, looks exactly like a missing one), 4429 (the tenant
+holds ``GRADEFLOW_WS_MAX_FEEDS_PER_TENANT`` feeds on this API process). Over the connect rate limit
+the handshake is answered 429; with PostgreSQL unavailable, 503 (both with ``Retry-After``). After
+the snapshot, 1011 means live events are unavailable (Redis down). Every feed of the process shares
+one Redis pub/sub connection (:class:`infra.events.hub.FeedHub`). Ids take any UUID spelling and are
+followed by their canonical one (the one events carry).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
-from api.auth import principal_from_scope
+from api.auth import may_read_submission, principal_from_scope, reads_everything
 from infra.events.hub import FeedLimitError
 from infra.events.subscriber import LiveSubscriber, for_exam, for_submission
-from infra.security.tokens import Principal
+from infra.security.tokens import NoRoleError, Principal
 from infra.stores import exams, submissions
+from infra.text import canonical_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ router = APIRouter(prefix="/v1/ws", tags=["live"])
 
 CLOSE_UNAUTHENTICATED = 4401
 """Close code: no bearer token, or one that is invalid or expired."""
+CLOSE_FORBIDDEN = 4403
+"""Close code: the token grants no known role, or its roles may not follow this feed."""
 CLOSE_NOT_FOUND = 4404
 """Close code: no such submission/exam in the token's tenant (another tenant's id looks the same)."""
 CLOSE_TOO_MANY_FEEDS = 4429
@@ -48,10 +55,12 @@ CLOSE_UNAVAILABLE = 1011
 MESSAGE_FIELDS = ("event_id", "stream_id", "event_type", "submission_id", "occurred_at", "payload")
 
 
-def _tenant_of(websocket: WebSocket) -> str | None:
-    """The tenant of the WebSocket's bearer token (header or ``?token=``), ``None`` when unauthenticated."""
-    principal = principal_from_scope(websocket.scope)
-    return principal.tenant_id if isinstance(principal, Principal) else None
+def _canonical(resource_id: str) -> str:
+    """The canonical spelling of a UUID path segment (anything else stays as it is: nothing to find)."""
+    try:
+        return canonical_uuid(resource_id)
+    except ValueError:
+        return resource_id
 
 
 def _message(event: dict[str, Any]) -> dict[str, Any]:
@@ -70,13 +79,21 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _feed(websocket: WebSocket, accept: Callable[[dict[str, Any]], bool],
-                load: Callable[[str], Awaitable[dict[str, Any] | None]], submission_id: str | None,
-                follows: str, last_event_id: str | None) -> None:
-    """Authenticate, join the hub, send the snapshot (``load(tenant)``), replay, then relay live events."""
-    tenant = _tenant_of(websocket)
-    if tenant is None:
+                load: Callable[[Principal], Awaitable[dict[str, Any] | None]], submission_id: str | None,
+                follows: str, last_event_id: str | None, *,
+                allowed: Callable[[Principal], bool] = lambda _: True) -> None:
+    """Authenticate, join the hub, send the snapshot (``load(principal)``), replay, then relay live events."""
+    principal = principal_from_scope(websocket.scope)
+    if isinstance(principal, NoRoleError):
+        await _refuse(websocket, CLOSE_FORBIDDEN, str(principal))
+        return
+    if not isinstance(principal, Principal):
         await _refuse(websocket, CLOSE_UNAUTHENTICATED, "missing or invalid bearer token")
         return
+    if not allowed(principal):
+        await _refuse(websocket, CLOSE_FORBIDDEN, "requires one of the roles: reviewer, admin")
+        return
+    tenant = principal.tenant_id
     state = websocket.app.state
     subscriber: LiveSubscriber | None = LiveSubscriber(state.feed_hub, state.pools.redis, tenant, accept,
                                                        follows=follows, last_event_id=last_event_id)
@@ -89,7 +106,7 @@ async def _feed(websocket: WebSocket, accept: Callable[[dict[str, Any]], bool],
         logger.warning("live feed without redis: %r", exc)
         subscriber = None
     try:
-        snapshot = await load(tenant)  # an outage here denies the handshake with a 503 problem
+        snapshot = await load(principal)  # an outage here denies the handshake with a 503 problem
         if snapshot is None:  # another tenant's id looks exactly like a missing one
             await _refuse(websocket, CLOSE_NOT_FOUND, "not found")
             return
@@ -137,9 +154,12 @@ async def _pump(websocket: WebSocket, subscriber: LiveSubscriber) -> None:
 async def submission_feed(websocket: WebSocket, submission_id: str, last_event_id: str | None = None) -> None:
     """Snapshot of the submission, then every event about it (replayed after ``last_event_id``)."""
     state = websocket.app.state
+    submission_id = _canonical(submission_id)
 
-    async def load(tenant: str) -> dict[str, Any] | None:
-        view, _ = await submissions.read_submission(state.pools, state.cache, tenant, submission_id)
+    async def load(principal: Principal) -> dict[str, Any] | None:
+        view, _ = await submissions.read_submission(state.pools, state.cache, principal.tenant_id, submission_id)
+        if view is None or not may_read_submission(principal, view.get("submitted_by")):
+            return None  # another caller's submission looks exactly like a missing one to a submitter
         return view
 
     await _feed(websocket, for_submission(submission_id), load, submission_id, submission_id, last_event_id)
@@ -147,14 +167,18 @@ async def submission_feed(websocket: WebSocket, submission_id: str, last_event_i
 
 @router.websocket("/exams/{exam_id}")
 async def exam_feed(websocket: WebSocket, exam_id: str, last_event_id: str | None = None) -> None:
-    """Snapshot of the exam (with submission counts per status), then events naming the exam."""
-    state = websocket.app.state
+    """Snapshot of the exam (with submission counts per status), then events naming the exam.
 
-    async def load(tenant: str) -> dict[str, Any] | None:
-        exam, _ = await exams.read_exam(state.pools, state.cache, tenant, exam_id)
+    Reviewers and admins only: the snapshot holds the answer keys, the events every student's grades.
+    """
+    state = websocket.app.state
+    exam_id = _canonical(exam_id)
+
+    async def load(principal: Principal) -> dict[str, Any] | None:
+        exam, _ = await exams.read_exam(state.pools, state.cache, principal.tenant_id, exam_id)
         if exam is None:
             return None
-        counts = await submissions.count_by_status(state.pools, tenant, exam_id)
+        counts = await submissions.count_by_status(state.pools, principal.tenant_id, exam_id)
         return {"exam": exam, "submissions_by_status": counts}
 
-    await _feed(websocket, for_exam(exam_id), load, None, exam_id, last_event_id)
+    await _feed(websocket, for_exam(exam_id), load, None, exam_id, last_event_id, allowed=reads_everything)

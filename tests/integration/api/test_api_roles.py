@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from typing import Any
 
 import jwt
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
 
@@ -134,3 +138,32 @@ async def test_printable_unicode_subjects_are_fine(client, app_settings, tenant_
                                    "answers": {"q1": "b"}})
     assert resp.status_code == 202, resp.text
     assert (await client.get(f"/v1/submissions/{resp.json()['submission_id']}", headers=headers)).status_code == 200
+
+
+async def _ws(url: str) -> dict | int:
+    """The first message of a feed, or the close code it was refused with."""
+    try:
+        async with websockets.connect(url, open_timeout=10) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else 1006
+
+
+async def test_live_feeds_follow_the_same_rules(api_url, app_settings, auth_headers, tenant_id, world) -> None:
+    base = api_url.replace("http://", "ws://") + "/v1/ws"
+
+    def token(headers: dict[str, str]) -> str:
+        return headers["Authorization"].split()[1]
+
+    lms_a = token(submitter(app_settings, tenant_id, "lms-a"))
+    own, other, exam = world["lms-a"], world["lms-b"], world["exam_id"]
+    snapshot = await _ws(f"{base}/submissions/{own.upper()}?token={lms_a}")
+    assert isinstance(snapshot, dict) and snapshot["submission_id"] == own and snapshot["payload"]["id"] == own
+    assert await _ws(f"{base}/submissions/{other}?token={lms_a}") == 4404  # like a missing one
+    assert await _ws(f"{base}/exams/{exam}?token={lms_a}") == 4403  # answer keys and everyone's grades
+    no_role = token(forged(app_settings, tenant=tenant_id, roles=["ADMIN"]))
+    assert await _ws(f"{base}/submissions/{own}?token={no_role}") == 4403
+    reviewer = token(auth_headers(tenant_id, roles=("reviewer",)))
+    exam_feed = await _ws(f"{base}/exams/{exam.upper()}?token={reviewer}")
+    assert isinstance(exam_feed, dict) and exam_feed["payload"]["exam"]["id"] == exam
+    assert isinstance(await _ws(f"{base}/submissions/{other}?token={reviewer}"), dict)
