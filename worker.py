@@ -118,12 +118,13 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
         workers: list[Worker] = []
         if queue in ("orchestration", "all"):
             grading = GradingActivities(pools, settings, rubric_cache=rubric_cache)
+            maintenance = MaintenanceActivities(pools)
             workers.append(Worker(
                 client, task_queue=task_queue or ORCHESTRATION_QUEUE,
                 workflows=[GradingWorkflow, BatchGradingWorkflow, IdempotencyPurgeWorkflow],
                 activities=[grading.load_grading_context, grading.persist_grading_result,
                             grading.set_status, grading.mark_needs_intervention,
-                            MaintenanceActivities(pools).purge_expired_idempotency_keys],
+                            maintenance.purge_expired_idempotency_keys, maintenance.prune_checkpoints],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
             ))
         if queue in ("cognitive", "all"):

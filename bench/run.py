@@ -3,7 +3,8 @@
 Environment knobs: ``BENCH_N`` (submissions / workflows, default 40), ``BENCH_C`` (concurrency,
 default 8), ``BENCH_ROUNDS`` (measured e2e rounds, each followed by a bare-Temporal round; default
 2), ``BENCH_CP_WARMUP`` / ``BENCH_CP_MEASURED`` (checkpointer invocations, default 5 / 40),
-``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``; default both), ``BENCH_KEEP=1`` (keep the
+``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``, ``retention``; default all), ``BENCH_RETENTION_N``
+(submissions graded for the retention part when e2e did not run; default 20), ``BENCH_KEEP=1`` (keep the
 stack's data and the platform logs). Output: ``bench/results/<UTC timestamp>.json``.
 """
 
@@ -29,8 +30,9 @@ from psycopg import sql
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_DB = "bench_checkpoint"
+RETENTION_DB = "bench_retention"
 TARGETS = {"e2e_ratio_vs_bare_temporal": ">= 0.6", "checkpoint_bytes_ratio": "<= 0.25",
-           "checkpoint_time_ratio": "<= 0.9"}
+           "checkpoint_time_ratio": "<= 0.9", "checkpoint_retained_ratio": "<= 0.05"}
 
 _T0 = time.monotonic()
 
@@ -88,6 +90,45 @@ def _create_database(admin_url: str, name: str) -> str:
 
 async def _run_parts(stack: Any, work_dir: Path, parts: set[str], n: int, c: int,
                      report: dict[str, Any]) -> None:
+    await _run_checkpointer_and_e2e(stack, work_dir, parts, n, c, report)
+    if "retention" in parts:
+        await _run_retention(stack, report)
+    else:
+        report["notes"].append("retention bench skipped (BENCH_PARTS)")
+
+
+async def _run_retention(stack: Any, report: dict[str, Any]) -> None:
+    """Checkpoint bytes retained per final submission: on the e2e's submissions, else graded here."""
+    from bench.retention import grade_standalone, measure_retention
+    from infra.db.migrate import migrate
+    from infra.settings import Settings
+
+    settings = Settings()
+    hours = {"retention_hours": settings.checkpoint_retention_hours,
+             "delete_after_hours": settings.checkpoint_delete_after_hours}
+    try:
+        if (report.get("e2e") or {}).get("ours"):
+            say("retention: on the submissions the e2e part graded through the platform")
+            from infra.stack.devserver import ensure_database
+
+            out = await measure_retention(ensure_database(stack.database_admin_url), log=say, **hours)
+            out["source"] = "e2e submissions (real platform)"
+        else:
+            url = _create_database(stack.database_admin_url, RETENTION_DB)
+            await migrate(url, app_password=settings.app_db_password, log=lambda m: None)
+            await grade_standalone(url, n=_env_int("BENCH_RETENTION_N", 20), log=say)
+            out = await measure_retention(url, log=say, **hours)
+            out["source"] = "grading graph + GradeflowSaver, no Temporal (e2e did not run)"
+    except Exception as exc:  # noqa: BLE001 - reported as a note, never as a number
+        report["notes"].append(f"retention bench failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return
+    report["retention"] = out
+    report["checkpoint_retained_ratio"] = out["checkpoint_retained_ratio"]
+
+
+async def _run_checkpointer_and_e2e(stack: Any, work_dir: Path, parts: set[str], n: int, c: int,
+                                    report: dict[str, Any]) -> None:
     notes: list[str] = report["notes"]
     if "checkpointer" in parts:
         from bench.checkpointer import run_checkpointer_bench
@@ -191,6 +232,7 @@ def table(report: dict[str, Any]) -> str:
     e2e = report.get("e2e") or {}
     ours, bare = e2e.get("ours") or {}, e2e.get("bare_temporal") or {}
     cp = report.get("checkpointer") or {}
+    ret = report.get("retention") or {}
     cpo, cpr = (cp.get("variants") or {}).get("ours") or {}, (cp.get("variants") or {}).get("reference") or {}
     n, c = report["params"]["n"], report["params"]["concurrency"]
     rows = [
@@ -209,12 +251,17 @@ def table(report: dict[str, Any]) -> str:
          f"{_fmt(cpr.get('time_median_ms'))} / {_fmt(cpr.get('time_p95_ms'))}",
          _fmt(report.get("checkpoint_time_ratio")), "≤ 0.9"),
         ("  (paired per round, median of ours÷ref)", "", "", _fmt(cp.get("checkpoint_time_ratio_paired_median")), ""),
+        ("checkpoint bytes retained / final submission", _fmt(ret.get("retained_bytes_per_submission_median")),
+         _fmt(ret.get("written_bytes_per_submission_median")), _fmt(report.get("checkpoint_retained_ratio")),
+         "≤ 0.05"),
     ]
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
     lines.append("e2e reference: bare Temporal workflow, same server, same N and C, "
                  f"{bare.get('activities_per_workflow', 'n/a')} no-op activities. "
-                 "Checkpoint reference: stock AsyncPostgresSaver, questions+answers in the state.")
+                 "Checkpoint reference: stock AsyncPostgresSaver, questions+answers in the state. "
+                 "Retention reference: bytes written grading the same submission (retained after pruning to "
+                 "the last checkpoint; 0 after the delete setting).")
     for note in report["notes"]:
         lines.append(f"- note: {note}")
     return "\n".join(lines)
@@ -225,13 +272,14 @@ def main() -> int:
     from infra.stack.embedded import EmbeddedStack, free_port
 
     n, c = _env_int("BENCH_N", 40), _env_int("BENCH_C", 8)
-    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e").split(",") if p.strip()}
+    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e,retention").split(",") if p.strip()}
     started_at = datetime.now(UTC)
     report: dict[str, Any] = {
         "timestamp": started_at.isoformat(timespec="seconds"),
         "e2e_ratio_vs_bare_temporal": None,
         "checkpoint_bytes_ratio": None,
         "checkpoint_time_ratio": None,
+        "checkpoint_retained_ratio": None,
         "targets": TARGETS,
         "params": {"n": n, "concurrency": c, "rounds": _env_int("BENCH_ROUNDS", 2), "parts": sorted(parts)},
         "machine": machine_info(),

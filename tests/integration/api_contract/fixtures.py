@@ -79,7 +79,7 @@ async def run_purge(temporal_client: Any, pools: Any, task_queue: str) -> Any:
 
     activities = MaintenanceActivities(pools)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[IdempotencyPurgeWorkflow],
-                      activities=[activities.purge_expired_idempotency_keys]):
+                      activities=[activities.purge_expired_idempotency_keys, activities.prune_checkpoints]):
         return await temporal_client.execute_workflow(
             IdempotencyPurgeWorkflow.run, PurgeInput(reason="test"), id=f"purge-{uuid.uuid4()}",
             task_queue=task_queue)
