@@ -21,6 +21,7 @@ from typing import Any, Literal
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -30,7 +31,9 @@ from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.db.pools import PoolManager
-from infra.observability.tracing import LOG_FORMAT, install_log_trace_ids, setup_tracing, with_tracing
+from infra.observability.logs import configure_logging
+from infra.observability.metrics import POOLS, psycopg_pool_sample, start_metrics_server, temporal_runtime
+from infra.observability.tracing import setup_tracing, with_tracing
 from infra.settings import Settings, get_settings
 from infra.stores.rubrics import RubricCache
 from workflows.batch import BatchGradingWorkflow
@@ -52,12 +55,16 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES))
 
 
-async def connect_temporal(settings: Settings, *, attempts: int = 30, delay: float = 0.5) -> Client:
-    """Connect to Temporal, retrying while the server opens its port but does not answer yet."""
+async def connect_temporal(settings: Settings, *, attempts: int = 30, delay: float = 0.5,
+                           runtime: Runtime | None = None) -> Client:
+    """Connect to Temporal, retrying while the server opens its port but does not answer yet.
+
+    ``runtime``: the SDK runtime to use (e.g. one exporting its metrics, :func:`temporal_runtime`).
+    """
     address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     for attempt in range(1, attempts + 1):
         try:
-            return await Client.connect(address, namespace=settings.temporal_namespace)
+            return await Client.connect(address, namespace=settings.temporal_namespace, runtime=runtime)
         except Exception as exc:  # noqa: BLE001 - retried, then raised
             if attempt == attempts:
                 raise
@@ -108,8 +115,13 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / platform
             pass
-    client = client or with_tracing(await connect_temporal(settings))
+    if client is None:  # the SDK's metrics (polls, task latencies, slots) on their own port, if set
+        runtime = temporal_runtime(settings.temporal_sdk_metrics_port, settings.metrics_host)
+        client = with_tracing(await connect_temporal(settings, runtime=runtime))
     async with AsyncExitStack() as stack:
+        stop_metrics = start_metrics_server(settings.worker_metrics_port, settings.metrics_host)
+        if stop_metrics is not None:
+            stack.callback(stop_metrics)
         pools = PoolManager.from_settings(settings, name=f"gradeflow-worker-{queue}")
         await pools.open()
         stack.push_async_callback(pools.close, settings.shutdown_timeout)
@@ -135,6 +147,7 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             )
             await ckpt_pool.open()
             stack.push_async_callback(ckpt_pool.close, settings.shutdown_timeout)
+            stack.callback(POOLS.track("postgres", "gradeflow-checkpoints", lambda: psycopg_pool_sample(ckpt_pool)))
             saver = await stack.enter_async_context(open_saver(ckpt_pool))
             agent = AgentActivities(pools, saver, settings, build_model(settings),
                                     grade_delay=test_grade_delay(settings), rubric_cache=rubric_cache)
@@ -162,8 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-queue", default=None, help="override the task queue name (single queue)")
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
-    install_log_trace_ids()
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings, args.queue, task_queue=args.task_queue))
 
 

@@ -40,6 +40,7 @@ from infra.constants import SIGNAL_AGENT_PROGRESS
 from infra.db.errors import is_outage
 from infra.db.pools import PoolManager
 from infra.events import live
+from infra.observability.metrics import AGENT_ATTEMPT_RETRIES, GRADING_DURATION
 from infra.stores import grading
 from infra.stores.rubrics import RubricCache, questions_loader
 
@@ -143,15 +144,25 @@ class AgentActivities:
                 failing; ``GradingError`` (non-retryable) for any other failure that is not an
                 outage; ``SubmissionNotFound`` (non-retryable). Outages are raised as they are.
 
+        Metrics: the run's duration by outcome (``gradeflow_grading_duration_seconds``) and, on a
+        retry, why the attempt before was lost (``gradeflow_agent_attempt_retries_total{cause}``).
+
         """
+        started, outcome = time.monotonic(), "error"
+        if activity.info().attempt > 1:
+            AGENT_ATTEMPT_RETRIES.labels(await _lost_attempt_cause()).inc()
         try:
-            return await self._run(inp)
+            out = await self._run(inp)
+            outcome = out.status
+            return out
         except Exception as exc:
             error = _classify(exc, {"trace_id": inp.trace_id, "submission_id": inp.submission_id,
                                     "tenant_id": inp.tenant_id})
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            GRADING_DURATION.labels(outcome).observe(time.monotonic() - started)
 
     async def _run(self, inp: AgentInput) -> AgentOutput:
         info = activity.info()
@@ -290,6 +301,36 @@ def _classify(exc: Exception, log_extra: dict[str, Any]) -> Exception:
         return ApplicationError(str(write_error), type="CheckpointWriteError", non_retryable=True)
     logger.exception("grading failed", extra=log_extra)
     return ApplicationError(f"{type(exc).__name__}: {exc}", type="GradingError", non_retryable=True)
+
+
+async def _lost_attempt_cause(timeout: float = 2.0) -> str:
+    """Why this activity's previous attempt ended, from its workflow's pending-activity record.
+
+    ``heartbeat_timeout`` (the worker died or stalled), ``start_to_close_timeout``, ``error`` (it
+    raised, e.g. an outage) or ``unknown`` (Temporal did not say in time). Costs one describe call,
+    made only by retried attempts.
+    """
+    from temporalio.api.enums.v1 import TimeoutType
+
+    info = activity.info()
+    try:
+        handle = activity.client().get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+        description = await asyncio.wait_for(handle.describe(), timeout)
+    except Exception as exc:  # noqa: BLE001 - a metric label is not worth failing the attempt for
+        logger.debug("previous attempt's failure unknown: %r", exc)
+        return "unknown"
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_id != info.activity_id or not pending.HasField("last_failure"):
+            continue
+        failure = pending.last_failure
+        while not failure.HasField("timeout_failure_info") and failure.HasField("cause"):
+            failure = failure.cause
+        if failure.HasField("timeout_failure_info"):
+            kind = failure.timeout_failure_info.timeout_type
+            return {TimeoutType.TIMEOUT_TYPE_HEARTBEAT: "heartbeat_timeout",
+                    TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE: "start_to_close_timeout"}.get(kind, "unknown")
+        return "error"
+    return "unknown"
 
 
 def _find(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:

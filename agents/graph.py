@@ -13,6 +13,7 @@ that already holds grades routes only the questions missing from ``state["grades
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict, cast
 
@@ -28,6 +29,7 @@ from agents.graders import grade_with_rubric
 from agents.llm import grade_with_llm
 from agents.rubric import TEXT_TYPES
 from agents.state import GradingState, QuestionGrade
+from infra.observability.metrics import QUESTION_GRADING_DURATION, QUESTIONS_GRADED
 from infra.observability.tracing import traced_node
 
 logger = logging.getLogger(__name__)
@@ -133,10 +135,13 @@ def build_grading_graph(
         ctx = runtime.context
         question = ctx.question(task["question_id"])
         answer = ctx.answers.get(question.id)
+        started = time.monotonic()
         if model is not None and question.type in TEXT_TYPES:
             grade = await grade_with_llm(model, question, answer)
         else:
             grade = grade_with_rubric(question, answer)
+        QUESTIONS_GRADED.labels(grade.grader).inc()
+        QUESTION_GRADING_DURATION.labels(grade.grader).observe(time.monotonic() - started)
         logger.info(
             "graded %s: %g/%g by %s (confidence %.2f)",
             question.id,

@@ -4,6 +4,8 @@
 name to the serializer's type: payloads above the threshold are stored as ``<type>+zstd``
 (e.g. ``msgpack+zstd``), smaller ones as ``<type>+raw``. Payloads written by the stock
 serializer carry no ``+`` and are passed straight to the inner serializer, so old rows load.
+Every payload written counts in ``gradeflow_checkpoint_bytes_written_total{encoding}`` (stored bytes)
+and ``gradeflow_checkpoint_payload_bytes_total`` (before compression).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import zstandard
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from infra.observability.metrics import CHECKPOINT_BYTES_WRITTEN, CHECKPOINT_PAYLOAD_BYTES
 
 ZSTD_TAG = "zstd"
 """Cipher name of compressed payloads (full type e.g. ``msgpack+zstd``)."""
@@ -55,10 +59,12 @@ class ZstdCipher:
         return dec
 
     def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
-        """Compress ``plaintext`` if it is large enough; return ``(tag, payload)``."""
-        if len(plaintext) < self.threshold:
-            return RAW_TAG, plaintext
-        return ZSTD_TAG, self._compressor().compress(plaintext)
+        """Compress ``plaintext`` if it is large enough; return ``(tag, payload)`` (and count the bytes)."""
+        tag, payload = (RAW_TAG, plaintext) if len(plaintext) < self.threshold else \
+            (ZSTD_TAG, self._compressor().compress(plaintext))
+        CHECKPOINT_PAYLOAD_BYTES.inc(len(plaintext))
+        CHECKPOINT_BYTES_WRITTEN.labels(tag).inc(len(payload))
+        return tag, payload
 
     def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
         """Undo :meth:`encrypt`.

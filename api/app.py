@@ -14,20 +14,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from api.access_log import install_token_redaction
 from api.errors import BodySizeLimitMiddleware, install_error_handlers
 from api.middleware.idempotency import IdempotencyMiddleware
 from api.middleware.ratelimit import RateLimitMiddleware
-from api.middleware.tracing import TracingMiddleware
+from api.middleware.telemetry import TelemetryMiddleware
 from api.openapi import install_openapi
 from api.routes import api_router
 from infra.cache.copies import Cache
 from infra.db.pools import PoolManager
 from infra.events.hub import FeedHub
+from infra.observability.metrics import DISK
 from infra.observability.tracing import setup_tracing, with_tracing
 from infra.security.ratelimit import RateLimiter
 from infra.settings import Settings, get_settings
@@ -79,6 +82,18 @@ API_DESCRIPTION = (
 )
 
 
+UNTRACED_PATHS = frozenset({"/metrics", "/v1/health", "/v1/health/ready"})
+"""Scrapes and probes: frequent, uninteresting, never worth a span."""
+TELEMETRY: TelemetryConfig = {
+    "tracing": True,  # the one HTTP instrumentation: its span is the request's (one trace per request)
+    "operation_spans": False,  # no extra span per dependency, endpoint and serialization
+    "metrics": False,  # Prometheus metrics come from api.middleware.telemetry
+    "logs": False,  # errors are logged by the app's own handlers
+    "exclude": lambda scope: scope.get("path") in UNTRACED_PATHS,
+}
+"""FastAPI's native OpenTelemetry settings (spans go to the provider :func:`setup_tracing` installs)."""
+
+
 async def _ensure_schedules(temporal: Any, settings: Settings) -> None:
     """Create or update the hourly idempotency-key purge schedule (best effort: logged on failure)."""
     if temporal is None:
@@ -119,6 +134,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
             app.state.pools = pools
             app.state.cache = Cache(pools.redis, ttl_seconds=settings.cache_ttl_seconds)
             setup_tracing(settings, "gradeflow-api", pools)
+            DISK.path = Path(settings.data_dir)  # gradeflow_data_dir_free_bytes, read when scraped
             app.state.temporal = temporal_client or with_tracing(await connect_temporal(settings))
             app.state.rate_limiter = RateLimiter.from_settings(settings, pools.redis)
             app.state.feed_hub = FeedHub(pools.redis, max_feeds_per_tenant=settings.ws_max_feeds_per_tenant)
@@ -136,6 +152,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
         description=API_DESCRIPTION,
         # No trailing-slash redirects: their Location is built from the Host header, which clients control.
         redirect_slashes=False,
+        telemetry=TELEMETRY,
     )
     app.state.settings = settings
     app.state.grading_options = dict(grading_options or {})
@@ -144,7 +161,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
                        lease_seconds=settings.idempotency_lease_seconds)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(TracingMiddleware)  # outermost: the request span covers every other middleware
+    app.add_middleware(TelemetryMiddleware)  # outermost of ours: measures what the others refuse too
     app.include_router(api_router)
     install_openapi(app)
     return app
@@ -160,9 +177,12 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str | None = None, por
     import uvicorn
 
     trusted = settings.trusted_proxy_list
+    # JSON logs: uvicorn configures no handlers of its own; its records reach the root's JSON handler.
+    logging_config: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     return uvicorn.Config(app, host=host or settings.api_host, port=settings.api_port if port is None else port,
                           log_level=settings.log_level.lower(), proxy_headers=bool(trusted),
-                          forwarded_allow_ips=",".join(trusted) if trusted else "", ws="websockets-sansio")
+                          forwarded_allow_ips=",".join(trusted) if trusted else "", ws="websockets-sansio",
+                          **logging_config)
 
 
 def serve(settings: Settings | None = None) -> None:

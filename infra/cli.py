@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import textwrap
 from collections.abc import Callable
@@ -62,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-user", help="subject claim (default dev-user)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     _add_dlq_parser(sub)
+    trace = sub.add_parser("trace", help="print a stored trace as a span tree with durations (every tenant's "
+                                         "spans and the system spans: an operator's view)")
+    trace.add_argument("trace_id", help="the trace id (32 hex digits, as in the 202 reply and log lines)")
     return parser
 
 
@@ -87,11 +89,10 @@ def _add_dlq_parser(sub) -> None:  # type: ignore[no-untyped-def]
         action.add_argument("--reason", required=True, help="why (kept in the audit trail)")
 
 
-def _configure_logging(level: str) -> None:
-    from infra.observability.tracing import LOG_FORMAT, install_log_trace_ids
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    from infra.observability.logs import configure_logging
 
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
-    install_log_trace_ids()
+    configure_logging(level, log_format, stream=sys.stderr)
 
 
 def _cmd_migrate(settings) -> int:  # type: ignore[no-untyped-def]
@@ -320,6 +321,31 @@ def _print_dlq_item(item, actions) -> None:  # type: ignore[no-untyped-def]
               f"{action.reason or '-'}\t{json.dumps(action.detail, sort_keys=True, default=str)}")
 
 
+def _cmd_trace(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from infra.stack.preflight import check_database, require
+    from infra.stores.traces import normalise_trace_id
+
+    trace_id = normalise_trace_id(args.trace_id)
+    if trace_id is None:
+        print(f"gradeflow: trace {args.trace_id!r}: not a trace id (32 hex digits, not all zero)", file=sys.stderr)
+        return EXIT_CONFIG
+    require(settings, "database_url")
+    asyncio.run(check_database(str(settings.database_url)))
+    return asyncio.run(_trace(settings, trace_id))
+
+
+async def _trace(settings, trace_id: str) -> int:  # type: ignore[no-untyped-def]
+    from infra.db.pools import PoolManager
+    from infra.observability.spantree import render_tree
+    from infra.stores.traces import load_trace
+
+    async with PoolManager(str(settings.database_url), None, min_size=0, max_size=1,
+                           acquire_timeout=settings.db_acquire_timeout, name="gradeflow-cli") as pools:
+        roots = await load_trace(pools, trace_id, tenant_id=None)
+    print(render_tree(trace_id, roots))
+    return 0 if roots else EXIT_FAILURE
+
+
 def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.devserver import run_dev
     from infra.stack.preflight import check_model
@@ -333,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
     from infra.settings import get_settings
 
     settings = get_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     commands: dict[str, Callable[[], int]] = {
         "dev": lambda: _cmd_dev(settings),
         "migrate": lambda: _cmd_migrate(settings),
@@ -343,6 +369,7 @@ def _run(args: argparse.Namespace) -> int:
         "token": lambda: _cmd_token(settings, args),
         "dlq": lambda: _cmd_dlq(settings, args),
         "retry": lambda: _cmd_retry(settings, args),
+        "trace": lambda: _cmd_trace(settings, args),
     }
     return commands[args.command]()
 

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     """Embedded Temporal gRPC port (dev stack only)."""
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
     """Embedded Temporal Web UI port (dev stack only)."""
+    temporal_metrics_port: int = Field(default=9233, ge=0, le=65535)
+    """Embedded Temporal server's Prometheus port (dev stack only; 0: any free port)."""
+
+    metrics_host: str = "127.0.0.1"
+    """Interface the metrics ports of workers and the relay bind to (the API serves /metrics on its own port)."""
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of a worker's /metrics (0: none; ``gradeflow dev`` gives each worker one and prints it)."""
+    temporal_sdk_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of a worker's Temporal SDK metrics (the SDK runtime's own Prometheus endpoint; 0: none)."""
+    relay_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the relay's /metrics (0: none; ``gradeflow dev`` gives it one and prints it)."""
+    metrics_sample_interval: float = Field(default=10.0, gt=0)
+    """Seconds between the relay's samples of the outbox backlog and the open dead letters."""
 
     db_pool_min: int = Field(default=2, ge=0)
     """Minimum PostgreSQL connections kept open per process."""
@@ -161,9 +174,17 @@ class Settings(BaseSettings):
     rubric_cache_max_entries: int = Field(default=1024, ge=1)
     """Exams a worker keeps in its in-process rubric cache (least recently used dropped first)."""
     slow_span_ms: float = Field(default=1000.0, gt=0)
-    """Spans slower than this raise a slow-span alert."""
+    """HTTP requests and other spans slower than this raise a slow-span alert (other kinds: next setting)."""
+    slow_span_ms_by_kind: dict[str, float] = Field(default_factory=dict)
+    """JSON ms per span kind over the built-ins (node 10000, activity/workflow 120000, websocket 0 = never)."""
+    trace_store_postgres: bool = True
+    """Store spans in PostgreSQL trace_spans (read by GET /v1/traces/{id}); OTEL_EXPORTER_OTLP_ENDPOINT adds OTLP."""
+    min_free_disk_mb: float = Field(default=512.0, ge=0)
+    """Readiness reports the data folder's disk as low (degraded) below this many free MiB."""
     log_level: str = "INFO"
     """Root log level."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as text, or one JSON object per line (with trace id, tenant and submission id where known)."""
 
     @field_validator("temporal_address")
     @classmethod

@@ -48,6 +48,8 @@ class Services:
     redis_url: str
     temporal_address: str
     data_dir: Path | None = None
+    temporal_metrics_url: str | None = None
+    """The embedded Temporal server's Prometheus endpoint (``None`` with external services)."""
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (CLI, workers) that should use these services."""
@@ -91,7 +93,8 @@ def services() -> Iterator[Services]:
     asyncio.run(migrate(admin, app_password=APP_PASSWORD, log=lambda line: None))
     app = app_url_from_admin(admin, APP_PASSWORD)
     try:
-        yield Services(admin, app, redis_url, temporal, tmp)
+        yield Services(admin, app, redis_url, temporal, tmp,
+                       stack.temporal_metrics_url if stack is not None else None)
     finally:
         if stack is not None:
             stack.stop()

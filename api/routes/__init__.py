@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes import dlq, exams, health, listing, progress, retry, review, submissions, ws
+from api.routes import dlq, exams, health, listing, metrics, progress, retry, review, submissions, traces, ws
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -13,6 +13,8 @@ api_router.include_router(progress.router)
 api_router.include_router(review.router)
 api_router.include_router(retry.router)
 api_router.include_router(dlq.router)
+api_router.include_router(traces.router)
 api_router.include_router(ws.router)
+api_router.include_router(metrics.router)
 
 __all__ = ["api_router"]

@@ -1,6 +1,7 @@
 """Liveness and readiness.
 
-Readiness runs a PostgreSQL query, a Redis ping and a Temporal health call; it is unauthenticated and
+Readiness runs a PostgreSQL query, a Redis ping and a Temporal health call, and reads the free space of
+the data folder's disk (``GRADEFLOW_MIN_FREE_DISK_MB``); it is unauthenticated and
 never rate limited, so its result is cached for :data:`READY_CACHE_SECONDS` and at most one check runs
 at a time (concurrent callers share it).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from api.deps import PoolsDep, TemporalDep
 from api.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from api.schemas import HealthOut, ReadyOut
+from infra.observability.metrics import disk_usage
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
     from temporalio.client import Client
@@ -82,10 +85,24 @@ async def _temporal_check(temporal: Client | None) -> str:
     return "ok" if ok else "error: not serving"
 
 
+def disk_check(settings: Any) -> str:
+    """``ok`` while the data folder's file system has ``min_free_disk_mb`` free, else ``low: ...``."""
+    if settings is None:
+        return "ok"
+    usage = disk_usage(Path(settings.data_dir))
+    if usage is None:
+        return "error: cannot read the data folder's disk"
+    free_mb = usage.free / 2**20
+    if free_mb < settings.min_free_disk_mb:
+        return f"low: {free_mb:.0f} MiB free, below {settings.min_free_disk_mb:g} MiB"
+    return "ok"
+
+
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, request: Request) -> dict:
     """Readiness: 503 (with ``Retry-After``) when PostgreSQL is down; ``degraded`` when Redis or Temporal is.
 
+    The data folder's disk with less than ``GRADEFLOW_MIN_FREE_DISK_MB`` free is ``degraded`` too.
     With Redis down reads fall back to PostgreSQL; with Temporal down submissions are still accepted
     and the outbox reconciler starts their workflows later.
     """
@@ -99,7 +116,7 @@ async def ready(pools: PoolsDep, temporal: TemporalDep, response: Response, requ
 
     checks, temporal_state = await state.readiness.get((id(pools), id(temporal)), check)
     limiter = getattr(state, "rate_limiter", None)
-    checks = {**checks, "temporal": temporal_state}
+    checks = {**checks, "temporal": temporal_state, "disk": disk_check(getattr(state, "settings", None))}
     if limiter is None or limiter.degraded:  # listed only while Redis-backed limits are not in force
         checks["rate_limiter"] = "degraded: in-process fallback"
     if checks["database"] != "ok":

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from infra.cache.keys import INVALIDATION_CHANNEL
+from infra.observability.metrics import record_cache_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +174,20 @@ class Cache:
 
         Returns:
             ``(value, source)`` with source ``cache``, ``database`` or ``database-degraded``
-            (Redis unreachable: served from the database without failing).
+            (Redis unreachable: served from the database without failing). Each call counts as a hit
+            or a miss of cache layer ``redis`` (``cache_hits_total`` / ``cache_misses_total``).
 
         """
         if time.monotonic() < self._down_until:
+            record_cache_lookup("redis", hit=False)
             return await loader(), "database-degraded"
         try:
             cached = await self.get_json(key)
         except REDIS_DOWN_ERRORS as exc:
             self._redis_down(key, "read", exc)
+            record_cache_lookup("redis", hit=False)
             return await loader(), "database-degraded"
+        record_cache_lookup("redis", hit=cached is not None)
         if cached is not None:
             return cached, "cache"
         # A lease guards the back-fill: a write or invalidation that lands while we read the

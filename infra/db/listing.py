@@ -23,17 +23,14 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from prometheus_client import Counter
 from psycopg import sql
 
+from infra.observability.metrics import SLOW_LIST_QUERIES
 from infra.text import text_problem
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-SLOW_LIST_QUERIES = Counter("gradeflow_slow_list_queries_total",
-                            "List queries slower than GRADEFLOW_SLOW_QUERY_MS", ["resource"])
-"""Metric declaration (prometheus-client's registry is process-wide by design)."""
 
 LIST_SQL = ("SELECT {columns}, {sort_expr} AS _sort_key FROM {table} WHERE tenant_id = %(tenant)s"
             "{conditions} ORDER BY {sort_expr} {direction}, id {direction} LIMIT %(limit)s OFFSET %(offset)s")

@@ -9,6 +9,9 @@ while it sat idle (a restart, an idle-session kill) is discarded and replaced, n
 caller. A failed check means the server probably dropped every idle connection at once, so it also
 starts one sweep of the whole pool (``AsyncConnectionPool.check``) rather than letting each caller
 draw, and back off from, the dead ones one by one.
+
+While open, both pools report to the ``pool_connections_*{pool_type,instance}`` gauges
+(:data:`infra.observability.metrics.POOLS`, read when scraped; ``instance`` is the manager's name).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+
+from infra.observability.metrics import POOLS, psycopg_pool_sample, redis_pool_sample
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class PoolManager:
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
             )
         self._open = False
+        self._untrack: list[Any] = []
 
     @classmethod
     def from_settings(cls, settings: Any, *, name: str = "gradeflow") -> PoolManager:
@@ -108,10 +114,18 @@ class PoolManager:
         """Open the pools; with ``wait``, fail fast if PostgreSQL is unreachable."""
         await self._pool.open(wait=wait, timeout=timeout)
         self._open = True
+        if not self._untrack:
+            name = self._pool.name or "gradeflow"
+            self._untrack.append(POOLS.track("postgres", name, lambda: psycopg_pool_sample(self._pool)))
+            if self._redis is not None:
+                redis = self._redis
+                self._untrack.append(POOLS.track("redis", name, lambda: redis_pool_sample(redis)))
 
     async def close(self, timeout: float = 10.0) -> None:
         """Close both pools, waiting at most ``timeout`` seconds for borrowed connections."""
         self._open = False
+        while self._untrack:
+            self._untrack.pop()()
         if self._sweep is not None:
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):

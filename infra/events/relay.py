@@ -16,6 +16,10 @@ Failures are classified (:func:`~infra.events.failures.is_transient`):
 - logical (a handler raises for this event): counted; after ``max_attempts`` the event is ``failed``
   and gets a dead-letter record (``dlq_items``) that :mod:`infra.events.dead_letters` replays or discards.
 
+Metrics: every published event counts in ``gradeflow_relay_events_published_total{event_type}`` and
+its commit-to-publication time in ``gradeflow_relay_publish_lag_seconds``; a status event that puts a
+submission in a final status counts once in ``gradeflow_submissions_finalized_total{status}``.
+
 Order per aggregate ``(tenant, target_type, target_id)``: an event is held back while an earlier event
 of its aggregate is pending (failed in this batch, backing off, or claimed by another relay) or
 ``failed`` (dead-lettered), so a failure never opens a gap; discarding the dead letter lets the later
@@ -34,14 +38,23 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
+from infra.events.backlog import run_backlog_sampler
 from infra.events.failures import describe, is_transient
 from infra.events.outbox import EventEnvelope
 from infra.events.publish import Published, StreamPublisher
+from infra.observability.metrics import (
+    RELAY_EVENTS_PUBLISHED,
+    RELAY_PUBLISH_LAG,
+    SUBMISSIONS_FINALIZED,
+    start_metrics_server,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +78,9 @@ REPLAY_FAILED_SQL = "SELECT outbox_replay_failed(%s) AS replayed"
 
 Handler = Callable[[EventEnvelope], Awaitable[None]]
 Aggregate = tuple[str, str, str]
+FINAL_STATUSES = frozenset({SubmissionStatus.COMPLETED, SubmissionStatus.NEEDS_REVIEW, SubmissionStatus.FAILED,
+                            SubmissionStatus.NEEDS_INTERVENTION})
+"""Statuses a grading ends in (``needs_review`` until a reviewer acts)."""
 
 
 class Outcome(enum.Enum):
@@ -213,6 +229,7 @@ class OutboxRelay:
             return await self._retry_logical(conn, row, exc)
         assert published is not None
         await conn.execute(MARK_PUBLISHED_SQL, (row["id"], published.stream_id))
+        _count_published(row)
         logger.debug("%s: published %s %s as %s%s", self.name, envelope.event_type, envelope.event_id,
                      published.stream_id, "" if published.fresh else " (already on the stream)")
         return Outcome.PUBLISHED
@@ -325,9 +342,28 @@ class OutboxRelay:
                 self.listening.clear()
             await asyncio.sleep(delay)
 
+def _count_published(row: dict[str, Any]) -> None:
+    """Metrics of one published outbox row: count, lag, and a submission reaching a final status."""
+    RELAY_EVENTS_PUBLISHED.labels(row["event_type"]).inc()
+    occurred = row.get("occurred_at")
+    if isinstance(occurred, datetime):
+        RELAY_PUBLISH_LAG.observe(max(0.0, (datetime.now(UTC) - occurred).total_seconds()))
+    payload = row.get("payload") or {}
+    status = payload.get("status") if isinstance(payload, dict) else None
+    if status not in FINAL_STATUSES:
+        return
+    if row["event_type"] == EventType.SUBMISSION_GRADED or (
+            row["event_type"] in (EventType.SUBMISSION_STATUS, EventType.SUBMISSION_REVIEWED)
+            and payload.get("from") not in (None, status)):
+        SUBMISSIONS_FINALIZED.labels(status).inc()
+
+
 async def run_relay(settings: Any, *, handlers: Mapping[str, Handler] | None = None,
                     stop: asyncio.Event | None = None) -> None:
     """Run a relay process until SIGTERM/SIGINT or ``stop``; shut down within ``shutdown_timeout``.
+
+    Beside it: the process's metrics on ``relay_metrics_port`` (0: none) and the backlog sampler
+    (:mod:`infra.events.backlog`, every ``metrics_sample_interval`` seconds).
 
     Args:
         settings: :class:`infra.settings.Settings` (database and Redis URLs, outbox knobs).
@@ -346,6 +382,10 @@ async def run_relay(settings: Any, *, handlers: Mapping[str, Handler] | None = N
             installed.append(sig)
     pools = PoolManager.from_settings(settings, name="gradeflow-relay")
     await pools.open()
+    stop_metrics = start_metrics_server(int(getattr(settings, "relay_metrics_port", 0) or 0),
+                                        str(getattr(settings, "metrics_host", "127.0.0.1")))
+    sampler = asyncio.create_task(run_backlog_sampler(pools, float(getattr(settings, "metrics_sample_interval", 10.0)),
+                                                      stop), name="outbox-backlog-sampler")
     relay = OutboxRelay(
         pools, batch_size=settings.outbox_batch_size, poll_interval=settings.outbox_poll_interval,
         max_attempts=settings.outbox_max_attempts, stream_maxlen=settings.outbox_stream_maxlen,
@@ -371,4 +411,10 @@ async def run_relay(settings: Any, *, handlers: Mapping[str, Handler] | None = N
                 await task
         for sig in installed:
             loop.remove_signal_handler(sig)
+        stop.set()
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        if stop_metrics is not None:
+            stop_metrics()
         await pools.close(timeout=min(5.0, settings.shutdown_timeout))

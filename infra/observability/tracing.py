@@ -1,18 +1,26 @@
 """OpenTelemetry for gradeflow: one trace from the API request to every graph node.
 
 :func:`setup_tracing` installs the process's ``TracerProvider`` (once; later calls return it) with
-two processors: :class:`SlowSpanProcessor` (spans over ``settings.slow_span_ms`` log a warning with
-their trace id and count in ``gradeflow_slow_spans_total{name}``) and a ``BatchSpanProcessor`` whose
-:class:`PostgresSpanExporter` writes finished spans to ``trace_spans`` from the SDK's export thread on
-its own small sync connection. While PostgreSQL is down batches are dropped, never queued behind a
-request: the export thread is the only one that waits, and it skips the database for a few seconds
-after a failure.
+its processors: :class:`~infra.observability.spans.ContextSpanProcessor` (tenant and submission from
+baggage onto each span), :class:`~infra.observability.spans.SpanMetricsProcessor` (every span in
+``trace_span_duration_seconds``; slow ones, by a threshold per span kind, log a throttled warning
+with their trace id and count in ``gradeflow_slow_spans_total``), and the exporters:
+:class:`PostgresSpanExporter` writes finished spans to ``trace_spans`` (the default, and what ``GET
+/v1/traces/{id}`` and ``gradeflow trace`` read) from the SDK's export thread on its own small sync
+connection; an OTLP/HTTP exporter joins it when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set. While PostgreSQL is down batches are dropped, never
+queued behind a request: the export thread is the only one that waits, and it skips the database for
+a few seconds after a failure.
 
-Propagation: the API opens a span per request (:mod:`api.middleware.tracing`); :func:`with_tracing`
-adds Temporal's ``TracingInterceptor`` to a client (workers built from it inherit it), so workflow
-and activity spans join the request's trace; :func:`trace_context` makes a stored trace id current
-when no span of that trace is active (the outbox reconciler); :func:`traced_node` gives every
-LangGraph node a span. :class:`TraceIdFilter` puts ``trace_id`` on every log record.
+Propagation: the API's request span is FastAPI's own (its native OpenTelemetry instrumentation is
+the only HTTP instrumentation, so a request makes one trace); :class:`LenientTraceContextPropagator`
+is the global propagator (W3C ``traceparent`` in either letter case, plus baggage);
+:func:`with_tracing` adds Temporal's ``TracingInterceptor`` to a client (workers built from it
+inherit it), so workflow and activity spans join the request's trace; :func:`trace_context` makes a
+stored trace id current when no span of that trace is active (the outbox reconciler);
+:func:`grading_baggage` carries the tenant and submission into the workflow; :func:`traced_node`
+gives every LangGraph node a span. :class:`TraceIdFilter` puts ``trace_id`` (and ``tenant_id`` /
+``submission_id`` where known) on every log record.
 """
 
 from __future__ import annotations
@@ -30,28 +38,42 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
-from prometheus_client import Counter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from infra.observability.spans import (
+    SUBMISSION_ATTR,
+    SUBMISSION_BAGGAGE,
+    TENANT_ATTR,
+    TENANT_BAGGAGE,
+    ContextSpanProcessor,
+    SpanMetricsProcessor,
+    slow_span_thresholds,
+)
 
 logger = logging.getLogger(__name__)
 
 TRACER_NAME = "gradeflow"
 """Instrumentation scope of gradeflow's own spans (request, graph nodes)."""
-TENANT_ATTR = "gradeflow.tenant_id"
-"""Span attribute copied to ``trace_spans.tenant_id`` (row-level security)."""
 NO_TRACE = "-"
 """``record.trace_id`` of a log record outside any trace."""
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [trace_id=%(trace_id)s]: %(message)s"
 """Log line format; needs :class:`TraceIdFilter` on the handler."""
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+"""Either one set: spans are also exported over OTLP/HTTP (the exporter reads the rest of ``OTEL_*``)."""
 
-SLOW_SPANS = Counter("gradeflow_slow_spans_total", "Spans slower than GRADEFLOW_SLOW_SPAN_MS", ["name"])
-"""Metric declaration (prometheus-client's registry is process-wide by design)."""
+__all__ = ["SUBMISSION_ATTR", "TENANT_ATTR", "TRACER_NAME", "LenientTraceContextPropagator", "PostgresSpanExporter",
+           "TraceIdFilter", "current_trace_id", "grading_baggage", "install_log_trace_ids", "setup_tracing",
+           "trace_context", "traced_node", "with_tracing"]
 
 INSERT_SPAN_SQL = """
 INSERT INTO trace_spans (span_id, trace_id, parent_span_id, tenant_id, name, service, started_at,
@@ -136,16 +158,73 @@ def traced_node(name: str, node: F) -> F:
 class TraceIdFilter(logging.Filter):
     """Give every record a ``trace_id``: its own (``extra``), else the active span's, else ``-``.
 
+    Also ``tenant_id`` and ``submission_id`` when known: the record's own (``extra``), else the
+    baggage of the current context (set where a grading starts, carried into its workflow and
+    activities), else the active span's attributes; ``None`` otherwise.
+
     Put it on handlers (handler filters see records propagated from every logger). In workflow
     code the interceptor makes the request's span context current, so ``workflow.logger`` lines
     carry the trace id too.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Set ``record.trace_id``; never drops a record."""
+        """Set ``record.trace_id`` (and the tenant and submission); never drops a record."""
         if not getattr(record, "trace_id", None):
             record.trace_id = current_trace_id() or NO_TRACE
+        for field, key, attr in (("tenant_id", TENANT_BAGGAGE, TENANT_ATTR),
+                                 ("submission_id", SUBMISSION_BAGGAGE, SUBMISSION_ATTR)):
+            if not getattr(record, field, None):
+                setattr(record, field, _context_value(key, attr))
         return True
+
+
+def _context_value(baggage_key: str, attribute: str) -> str | None:
+    value = baggage.get_baggage(baggage_key)
+    if not value:
+        attributes = getattr(trace.get_current_span(), "attributes", None) or {}
+        value = attributes.get(attribute)
+    return str(value) if value else None
+
+
+@contextmanager
+def grading_baggage(tenant_id: str, submission_id: str) -> Iterator[None]:
+    """Carry ``tenant_id`` and ``submission_id`` as baggage in the block (and into workflows it starts).
+
+    Every span started under it (here, and in the workflow and activities, through Temporal's
+    headers) is stamped with them, and log lines name them.
+    """
+    ctx = baggage.set_baggage(TENANT_BAGGAGE, tenant_id)
+    ctx = baggage.set_baggage(SUBMISSION_BAGGAGE, submission_id, ctx)
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class _LowerTraceparent(Getter[CarrierT]):
+    """Reads carriers through ``getter``, ``traceparent`` in lower case."""
+
+    def __init__(self, getter: Getter[CarrierT]) -> None:
+        self._getter = getter
+
+    def get(self, carrier: CarrierT, key: str) -> list[str] | None:
+        values = self._getter.get(carrier, key)
+        if values and key.lower() == "traceparent":
+            return [v.strip().lower() for v in values]
+        return values
+
+    def keys(self, carrier: CarrierT) -> list[str]:
+        return self._getter.keys(carrier)
+
+
+class LenientTraceContextPropagator(TraceContextTextMapPropagator):
+    """W3C trace context that also accepts an upper-case ``traceparent`` (the API always has)."""
+
+    def extract(self, carrier: CarrierT, context: otel_context.Context | None = None,
+                getter: Getter[CarrierT] = default_getter) -> otel_context.Context:
+        """Extract as the W3C propagator does, from a lower-cased ``traceparent``."""
+        return super().extract(carrier, context, _LowerTraceparent(getter))
 
 
 def install_log_trace_ids(handlers: Iterable[logging.Handler] | None = None) -> None:
@@ -275,32 +354,22 @@ class PostgresSpanExporter(SpanExporter):
         return True
 
 
-class SlowSpanProcessor(SpanProcessor):
-    """Alerts on spans slower than a threshold: a warning with the trace id, and the counter.
+def otlp_configured(environ: Any = None) -> bool:
+    """Whether the standard OTLP endpoint variables ask for span export over OTLP."""
+    import os
 
-    Args:
-        threshold_ms: spans longer than this many milliseconds alert.
-        counter: the prometheus counter (labelled by span ``name``) to increment.
+    env = os.environ if environ is None else environ
+    return any(env.get(name) for name in OTLP_ENDPOINT_VARIABLES)
 
-    """
 
-    def __init__(self, threshold_ms: float, counter: Counter = SLOW_SPANS) -> None:
-        self.threshold_ms = threshold_ms
-        self.counter = counter
+def _otlp_processor() -> BatchSpanProcessor | None:
+    """A batch processor exporting over OTLP/HTTP (``OTEL_EXPORTER_OTLP_*`` configure it); ``None`` if not set."""
+    if not otlp_configured():
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    def on_end(self, span: ReadableSpan) -> None:
-        """Check the finished span's duration."""
-        if span.start_time is None or span.end_time is None:
-            return
-        duration_ms = (span.end_time - span.start_time) / 1e6
-        if duration_ms <= self.threshold_ms:
-            return
-        ctx = span.get_span_context()
-        trace_id = format_trace_id(ctx.trace_id) if ctx is not None else NO_TRACE
-        self.counter.labels(name=span.name).inc()
-        logger.warning("slow span %s: %.1f ms (threshold %g ms) trace_id=%s", span.name, duration_ms,
-                       self.threshold_ms, trace_id,
-                       extra={"trace_id": trace_id, "span_name": span.name, "duration_ms": duration_ms})
+    return BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=4096, schedule_delay_millis=1000,
+                              max_export_batch_size=512)
 
 
 def setup_tracing(settings: Any, service_name: str, pools: Any = None, *,
@@ -308,7 +377,8 @@ def setup_tracing(settings: Any, service_name: str, pools: Any = None, *,
     """Set up OpenTelemetry for this process; idempotent.
 
     Args:
-        settings: supplies ``slow_span_ms`` and ``database_url``.
+        settings: supplies ``slow_span_ms``, ``slow_span_ms_by_kind``, ``trace_store_postgres`` and
+            ``database_url``.
         service_name: ``service.name`` of the spans (``trace_spans.service``).
         pools: the process's :class:`infra.db.pools.PoolManager`; its conninfo is used for the exporter's
             own connection (default: ``settings.database_url``; neither: no export).
@@ -324,14 +394,20 @@ def setup_tracing(settings: Any, service_name: str, pools: Any = None, *,
     if set_global and isinstance(installed, TracerProvider):
         return installed
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(SlowSpanProcessor(float(settings.slow_span_ms)))
+    provider.add_span_processor(ContextSpanProcessor())
+    thresholds = slow_span_thresholds(float(settings.slow_span_ms), getattr(settings, "slow_span_ms_by_kind", None))
+    provider.add_span_processor(SpanMetricsProcessor(thresholds))
     conninfo = getattr(getattr(pools, "pool", None), "conninfo", None)
     if not isinstance(conninfo, str):
         conninfo = str(settings.database_url) if getattr(settings, "database_url", None) else None
-    if conninfo:
+    if conninfo and getattr(settings, "trace_store_postgres", True):
         provider.add_span_processor(BatchSpanProcessor(PostgresSpanExporter(conninfo), max_queue_size=4096,
                                                        schedule_delay_millis=1000, max_export_batch_size=512))
+    otlp = _otlp_processor()
+    if otlp is not None:
+        provider.add_span_processor(otlp)
     if set_global:
+        propagate.set_global_textmap(CompositePropagator([LenientTraceContextPropagator(), W3CBaggagePropagator()]))
         trace.set_tracer_provider(provider)
     return provider
 

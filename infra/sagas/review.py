@@ -13,12 +13,14 @@ Steps, each with its compensation, run in order; compensations run in reverse:
 Every step and compensation is appended to a ``saga_transactions`` row: ``running`` → ``completed``,
 or ``compensating`` → ``compensated``; a compensation that fails leaves the row
 ``needs_intervention`` with the error (the remaining compensations still run). Tests inject failures
-by subclassing :class:`ReviewSagaSteps` and raising from a step or compensation.
+by subclassing :class:`ReviewSagaSteps` and raising from a step or compensation. Each run is timed in
+``saga_transaction_duration_seconds{saga_type,status}`` (status ``error`` when recording it failed).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from infra.cache.keys import submission_key
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events import live
+from infra.observability.metrics import SAGA_DURATION
 from infra.stores import review
 
 logger = logging.getLogger(__name__)
@@ -227,6 +230,15 @@ class ReviewSaga:
             compensation failure; errors recording the saga itself propagate).
 
         """
+        started, status = time.monotonic(), "error"
+        try:
+            outcome = await self._run(request)
+            status = outcome.status.value
+            return outcome
+        finally:
+            SAGA_DURATION.labels(SAGA_TYPE, status).observe(time.monotonic() - started)
+
+    async def _run(self, request: OverrideRequest) -> SagaOutcome:
         ctx = SagaContext(request, str(uuid.uuid4()))
         await self.steps.prepare(ctx)
         await review.start_saga(self.pools, request.tenant_id, ctx.saga_id, SAGA_TYPE, {

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
 from infra.cache.keys import rate_limit_key
+from infra.observability.metrics import count_rate_limit_refusals
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ class RateLimiter:
         """The configured rate of a route class."""
         return self._rates[route_class]
 
+    @count_rate_limit_refusals  # gradeflow_rate_limit_refusals_total{route_class,reason}
     async def hit(self, tenant_id: str, route_class: str, cost: int = 1) -> Decision:
         """Count one request of ``tenant_id`` in ``route_class`` and decide whether it passes.
 

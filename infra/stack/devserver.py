@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -26,6 +27,7 @@ from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.db.migrate import app_url_from_admin, migrate
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free
+from infra.stack.metrics_ports import child_metrics_env, metrics_banner, metrics_urls
 
 DATABASE_NAME = "gradeflow"
 CHILD_STOP_SECONDS = 5.0
@@ -76,14 +78,15 @@ def child_env(settings: Settings, stack: EmbeddedStack, admin_url: str) -> dict[
     return env
 
 
-def start_children(env: dict[str, str], *, log_dir: Path | None = None,
-                   cwd: Path | None = None) -> dict[str, subprocess.Popen[bytes]]:
+def start_children(env: dict[str, str], *, log_dir: Path | None = None, cwd: Path | None = None,
+                   child_envs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, subprocess.Popen[bytes]]:
     """Start the API, both workers and the relay (``gradeflow`` subcommands) with ``env``.
 
     Args:
         env: environment of the children (points them at the services).
         log_dir: each child logs to ``log_dir/<name>.log``; ``None``: they share our stdout/stderr.
         cwd: working directory of the children.
+        child_envs: per child name, variables added to ``env`` (e.g. its metrics ports).
 
     """
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -91,7 +94,8 @@ def start_children(env: dict[str, str], *, log_dir: Path | None = None,
         out = open(log_dir / f"{name}.log", "ab") if log_dir else None  # noqa: SIM115 - closed below
         try:
             procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "infra.cli", *argv], env=env, cwd=cwd, stdout=out,
+                [sys.executable, "-m", "infra.cli", *argv], env={**env, **(child_envs or {}).get(name, {})},
+                cwd=cwd, stdout=out,
                 stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL if out else None,
                 preexec_fn=die_with_parent,
             )
@@ -205,7 +209,7 @@ def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.data_dir).resolve()
     stack = EmbeddedStack(
         data_dir, settings.pg_port, settings.redis_port, settings.temporal_port, settings.temporal_ui_port,
-        durable=True, log=_say,
+        durable=True, log=_say, temporal_metrics_port=settings.temporal_metrics_port,
     )
     ensure_port_free(settings.api_port, "GRADEFLOW_API_PORT")
     stop_requested = False
@@ -223,7 +227,8 @@ def run_dev(settings: Settings) -> int:
         admin_url = ensure_database(stack.database_admin_url)
         asyncio.run(migrate(admin_url, app_password=settings.app_db_password, log=_say))
         env = child_env(settings, stack, admin_url)
-        procs.update(start_children(env))
+        metrics_env = child_metrics_env()
+        procs.update(start_children(env, child_envs=metrics_env))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_http(f"{api_url}/v1/health", procs)
         asyncio.run(wait_ready(procs, temporal_address=stack.temporal_address, namespace=settings.temporal_namespace,
@@ -235,6 +240,7 @@ def run_dev(settings: Settings) -> int:
             f"    API             {api_url}\n"
             f"    OpenAPI docs    {api_url}/docs\n"
             f"    Temporal Web UI {stack.temporal_ui_url}\n"
+            f"{metrics_banner(metrics_urls(api_url, metrics_env, stack.temporal_metrics_url))}"
             f"    data            {data_dir}\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,

@@ -142,6 +142,8 @@ class EmbeddedStack:
     durable: bool = True
     """False (tests): fsync off and no Redis persistence, for speed."""
     log: Callable[[str], None] = field(default=lambda message: None)
+    temporal_metrics_port: int = 0
+    """Port of the Temporal server's Prometheus metrics; 0: a free one, chosen at start."""
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -166,12 +168,19 @@ class EmbeddedStack:
         """URL of the Temporal Web UI."""
         return f"http://127.0.0.1:{self.temporal_ui_port}"
 
+    @property
+    def temporal_metrics_url(self) -> str:
+        """URL of the Temporal server's Prometheus metrics (its port is chosen at start when 0)."""
+        return f"http://127.0.0.1:{self.temporal_metrics_port}/metrics"
+
     def check_ports(self) -> None:
         """Fail fast, naming the setting, when a port is taken."""
         ensure_port_free(self.pg_port, "GRADEFLOW_PG_PORT")
         ensure_port_free(self.redis_port, "GRADEFLOW_REDIS_PORT")
         ensure_port_free(self.temporal_port, "GRADEFLOW_TEMPORAL_PORT")
         ensure_port_free(self.temporal_ui_port, "GRADEFLOW_TEMPORAL_UI_PORT")
+        if self.temporal_metrics_port:
+            ensure_port_free(self.temporal_metrics_port, "GRADEFLOW_TEMPORAL_METRICS_PORT")
 
     def start(self) -> None:
         """Start all three servers and wait until each accepts connections."""
@@ -288,9 +297,10 @@ class EmbeddedStack:
         _wait_until(lambda: _tcp_open(self.redis_port), timeout=20, what="redis", proc=proc, log=log)
 
     def _start_temporal(self) -> None:
+        self.temporal_metrics_port = self.temporal_metrics_port or free_port()
         argv = [str(temporal_cli_path()), "server", "start-dev", "--ip", "127.0.0.1",
                 "--port", str(self.temporal_port), "--ui-port", str(self.temporal_ui_port),
-                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+                "--http-port", str(free_port()), "--metrics-port", str(self.temporal_metrics_port),
                 "--db-filename", str(self.data_dir / "temporal.db"),
                 "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
                 "--log-level", "warn", "--ui-disable-news-fetch"]

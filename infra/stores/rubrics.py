@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from infra.cache.copies import Invalidation, InvalidationListener
 from infra.cache.keys import exam_key, rubric_hash_key
 from infra.db.pools import PoolManager
+from infra.observability.metrics import record_cache_lookup
 from infra.stores import grading
 from infra.stores.grading import Conn, ExamQuestions, QuestionsLoader
 
@@ -245,6 +246,7 @@ class RubricCache:
         """
         if not self.listening:
             self.stats.bypassed += 1
+            record_cache_lookup("rubric", hit=False)
             return await self._load(tenant_id, exam_id, conn, check_redis=False)
         key, now = (tenant_id, exam_id), self._clock()
         entry = self._entries.get(key)
@@ -252,10 +254,12 @@ class RubricCache:
             if now < entry.expires_at:
                 self._entries.move_to_end(key)
                 self.stats.hits += 1
+                record_cache_lookup("rubric", hit=True)
                 return entry.value
             del self._entries[key]
             self.stats.expired += 1
         self.stats.misses += 1
+        record_cache_lookup("rubric", hit=False)
         epoch = self._epoch
         value = await self._load(tenant_id, exam_id, conn, check_redis=True)
         if epoch == self._epoch and self.listening and value.questions:

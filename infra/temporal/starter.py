@@ -31,7 +31,7 @@ from infra.constants import (
     EventType,
     grading_workflow_id,
 )
-from infra.observability.tracing import trace_context, with_tracing
+from infra.observability.tracing import grading_baggage, trace_context, with_tracing
 from workflows.types import GradingInput
 
 logger = logging.getLogger(__name__)
@@ -84,18 +84,19 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
                         trace_id=trace_id, settings=settings, **overrides)
     conflict, reuse = ((WorkflowIDConflictPolicy.FAIL, WorkflowIDReusePolicy.ALLOW_DUPLICATE) if restart else
                        (WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE))
+    attributes = TypedSearchAttributes([SearchAttributePair(TENANT_KEY, tenant_id),
+                                        SearchAttributePair(TRACE_KEY, trace_id),
+                                        SearchAttributePair(SUBMISSION_KEY, submission_id)])
     try:
-        await client.start_workflow(
-            GRADING_WORKFLOW, inp, id=workflow_id, task_queue=task_queue,
-            id_conflict_policy=conflict, id_reuse_policy=reuse,
-            memo={"trace_id": trace_id, "tenant_id": tenant_id},
-            static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(TENANT_KEY, tenant_id),
-                SearchAttributePair(TRACE_KEY, trace_id),
-                SearchAttributePair(SUBMISSION_KEY, submission_id),
-            ]),
-        )
+        # Baggage: the workflow's and activities' spans and log lines name the tenant and submission.
+        with grading_baggage(tenant_id, submission_id):
+            await client.start_workflow(
+                GRADING_WORKFLOW, inp, id=workflow_id, task_queue=task_queue,
+                id_conflict_policy=conflict, id_reuse_policy=reuse,
+                memo={"trace_id": trace_id, "tenant_id": tenant_id},
+                static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
+                search_attributes=attributes,
+            )
     except WorkflowAlreadyStartedError:
         if restart:
             raise

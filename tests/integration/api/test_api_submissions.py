@@ -207,4 +207,5 @@ async def test_health(client):
     assert (await client.get("/v1/health")).json() == {"status": "ok"}
     ready = await client.get("/v1/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "temporal": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "temporal": "ok",
+                                                       "disk": "ok"}}

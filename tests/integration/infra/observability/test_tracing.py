@@ -120,8 +120,9 @@ def test_slow_span_logs_warning_with_trace_id_and_counts(gf_settings, caplog):
     alerts = [r for r in caplog.records if "slow span" in r.getMessage()]
     assert len(alerts) == 1 and alerts[0].trace_id == trace_id and trace_id in alerts[0].getMessage()
     assert alerts[0].span_name == name and alerts[0].duration_ms >= 10
-    assert REGISTRY.get_sample_value("gradeflow_slow_spans_total", {"name": name}) == 1.0
-    assert REGISTRY.get_sample_value("gradeflow_slow_spans_total", {"name": f"{name}-fast"}) is None
+    assert REGISTRY.get_sample_value("gradeflow_slow_spans_total", {"span_kind": "internal", "name": name}) == 1.0
+    assert REGISTRY.get_sample_value("gradeflow_slow_spans_total",
+                                     {"span_kind": "internal", "name": f"{name}-fast"}) is None
 
 
 async def test_spans_are_exported_to_postgres_under_their_tenant(gf_settings, pg_url, pg_admin_url):
