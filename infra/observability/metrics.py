@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import threading
 from collections import deque
@@ -29,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
+
+disable_created_metrics()  # no ``*_created`` series: Prometheus does not use them, they only double the output
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -98,6 +99,17 @@ DEAD_LETTERS = Gauge(
 BACKLOG_SAMPLE_ERRORS = Counter(
     "gradeflow_backlog_sample_errors_total", "Failed samples of the outbox backlog or the dead letters")
 
+# --------------------------------------------------------------------------- backups
+
+BACKUPS = Counter(
+    "gradeflow_backups_total", "Backups made, by result: verified (restored into a scratch database, row counts "
+    "equal), unverified (verification off), verification_failed, failed (no backup written)", ["result"])
+BACKUP_LAST_VERIFIED = Gauge(
+    "gradeflow_backup_last_verified_timestamp_seconds", "Unix time of the last backup whose verification passed")
+BACKUP_SIZE = Gauge("gradeflow_backup_size_bytes", "Size of the last backup file written")
+BACKUP_DURATION = Histogram(
+    "gradeflow_backup_duration_seconds", "Time to dump (and verify) a backup", buckets=SLOW_BUCKETS)
+
 # --------------------------------------------------------------------------- sagas, spans
 
 SAGA_DURATION = Histogram(
@@ -132,6 +144,8 @@ def _initialise() -> None:
             RATE_LIMIT_REFUSALS.labels(route_class, reason)
     for cause in RETRY_CAUSES:
         AGENT_ATTEMPT_RETRIES.labels(cause)
+    for result in ("verified", "unverified", "verification_failed", "failed"):
+        BACKUPS.labels(result)
 
 
 _initialise()
@@ -364,8 +378,3 @@ def temporal_runtime(port: int, host: str = "127.0.0.1") -> Any | None:
 
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
         bind_address=f"{host}:{port}", counters_total_suffix=True, unit_suffix=True, durations_as_seconds=True)))
-
-
-def process_label() -> str:
-    """``<hostname>:<pid>``: tells apart two processes that name their pools alike."""
-    return f"{os.uname().nodename}:{os.getpid()}"
