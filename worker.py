@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agent import AgentActivities
+from activities.backup import BackupActivities
 from activities.grading import GradingActivities
 from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
@@ -36,6 +37,7 @@ from infra.observability.metrics import POOLS, psycopg_pool_sample, start_metric
 from infra.observability.tracing import setup_tracing, with_tracing
 from infra.settings import Settings, get_settings
 from infra.stores.rubrics import RubricCache
+from workflows.backup import BackupWorkflow
 from workflows.batch import BatchGradingWorkflow
 from workflows.grading import GradingWorkflow
 from workflows.purge import IdempotencyPurgeWorkflow
@@ -71,6 +73,20 @@ async def connect_temporal(settings: Settings, *, attempts: int = 30, delay: flo
             logger.info("temporal at %s not ready (%r); retrying", address, exc)
             await asyncio.sleep(delay)
     raise RuntimeError("unreachable")
+
+
+async def _ensure_backup_schedule(client: Client, settings: Settings) -> None:
+    """Keep the nightly backup schedule at ``GRADEFLOW_BACKUP_TIME`` (or remove it when disabled); best effort."""
+    from infra.temporal.schedules import BACKUP_SCHEDULE_ID, ensure_backup_schedule
+
+    try:
+        if settings.backup_schedule_enabled:
+            await ensure_backup_schedule(client, at=settings.backup_time)
+        else:
+            await client.get_schedule_handle(BACKUP_SCHEDULE_ID).delete()
+    except Exception as exc:  # noqa: BLE001 - the worker serves without it; the next start retries
+        if settings.backup_schedule_enabled:
+            logger.warning("could not ensure the nightly backup schedule: %s", exc)
 
 
 def test_grade_delay(settings: Settings) -> float:
@@ -133,12 +149,15 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             maintenance = MaintenanceActivities(pools)
             workers.append(Worker(
                 client, task_queue=task_queue or ORCHESTRATION_QUEUE,
-                workflows=[GradingWorkflow, BatchGradingWorkflow, IdempotencyPurgeWorkflow],
+                workflows=[GradingWorkflow, BatchGradingWorkflow, IdempotencyPurgeWorkflow, BackupWorkflow],
                 activities=[grading.load_grading_context, grading.persist_grading_result,
                             grading.set_status, grading.mark_needs_intervention,
-                            maintenance.purge_expired_idempotency_keys, maintenance.prune_checkpoints],
+                            maintenance.purge_expired_idempotency_keys, maintenance.prune_checkpoints,
+                            BackupActivities(settings).run_backup],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
             ))
+            if task_queue is None:
+                await _ensure_backup_schedule(client, settings)
         if queue in ("cognitive", "all"):
             ckpt_pool = AsyncConnectionPool(
                 str(settings.database_url), min_size=1, max_size=max(2, settings.db_pool_max // 2),

@@ -13,6 +13,7 @@ COGNITIVE_QUEUE = "cognitive"
 GRADING_WORKFLOW = "GradingWorkflow"
 BATCH_GRADING_WORKFLOW = "BatchGradingWorkflow"
 IDEMPOTENCY_PURGE_WORKFLOW = "IdempotencyPurgeWorkflow"
+BACKUP_WORKFLOW = "BackupWorkflow"
 
 QUERY_PROGRESS = "get_progress"
 SIGNAL_EXTERNAL_EVENT = "external_event"

@@ -1,4 +1,4 @@
-"""PostgreSQL plumbing: the per-process pool manager, migrations and the list query builder.
+"""PostgreSQL plumbing: the per-process pool manager, migrations, the list query builder, backups and restores.
 
 Imports nothing else from ``infra`` but ``observability`` (its pools report to the pool gauges); every other
 subpackage may import it.

@@ -9,15 +9,18 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
+    ScheduleRange,
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
 
-from infra.constants import IDEMPOTENCY_PURGE_WORKFLOW, ORCHESTRATION_QUEUE
+from infra.constants import BACKUP_WORKFLOW, IDEMPOTENCY_PURGE_WORKFLOW, ORCHESTRATION_QUEUE
+from workflows.backup import BackupWorkflowInput
 from workflows.purge import PurgeInput
 
 PURGE_SCHEDULE_ID = "gradeflow-idempotency-purge"
@@ -50,6 +53,36 @@ async def ensure_purge_schedule(client: Client, *, task_queue: str = ORCHESTRATI
 
     """
     schedule = purge_schedule(task_queue=task_queue, every=every, schedule_id=schedule_id)
+    await _create_or_update(client, schedule_id, schedule)
+    return schedule_id
+
+
+BACKUP_SCHEDULE_ID = "gradeflow-nightly-backup"
+
+
+def backup_schedule(*, at: str = "02:30", task_queue: str = ORCHESTRATION_QUEUE,
+                    schedule_id: str = BACKUP_SCHEDULE_ID) -> Schedule:
+    """The schedule that starts ``BackupWorkflow`` every day at ``at`` (``HH:MM``, UTC; overlaps skipped)."""
+    hour, minute = (int(part) for part in at.split(":"))
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            BACKUP_WORKFLOW, BackupWorkflowInput(), id=f"{schedule_id}-run", task_queue=task_queue),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(hour)],
+                                                          minute=[ScheduleRange(minute)])],
+                          time_zone_name="UTC"),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_backup_schedule(client: Client, *, at: str = "02:30", task_queue: str = ORCHESTRATION_QUEUE,
+                                 schedule_id: str = BACKUP_SCHEDULE_ID) -> str:
+    """Create the nightly backup schedule, or bring an existing one up to date (``Settings.backup_time``)."""
+    schedule = backup_schedule(at=at, task_queue=task_queue, schedule_id=schedule_id)
+    await _create_or_update(client, schedule_id, schedule)
+    return schedule_id
+
+
+async def _create_or_update(client: Client, schedule_id: str, schedule: Schedule) -> None:
     try:
         await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
@@ -58,4 +91,3 @@ async def ensure_purge_schedule(client: Client, *, task_queue: str = ORCHESTRATI
             return ScheduleUpdate(schedule=schedule)
 
         await client.get_schedule_handle(schedule_id).update(update)
-    return schedule_id
