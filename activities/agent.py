@@ -37,9 +37,9 @@ from agents.context import GradingContext
 from agents.graph import GRADE_QUESTION, build_grading_graph
 from agents.state import QuestionGrade
 from infra.constants import SIGNAL_AGENT_PROGRESS
-from infra.db.errors import is_outage
 from infra.db.pools import PoolManager
 from infra.events import live
+from infra.events.failures import is_transient
 from infra.observability.metrics import AGENT_ATTEMPT_RETRIES, GRADING_DURATION
 from infra.stores import grading
 from infra.stores.rubrics import RubricCache, questions_loader
@@ -221,8 +221,10 @@ class AgentActivities:
         finally:
             ticker.cancel()
         tracker.progress.finished = True
-        await self._report(inp, tracker, exam_id, force=True)
-        return self._output(state, inputs.rubric_versions, start, attempt)
+        await self._report(inp, tracker, exam_id, signal=False)  # the activity's result tells the workflow the rest
+        out = self._output(state, inputs.rubric_versions, start, attempt)
+        out.checkpoint_id = tracker.progress.checkpoint_id
+        return out
 
     def _on_grade(self, inp: AgentInput, run_id: str, attempt: int, thread_id: str,
                   slots: asyncio.Semaphore | None) -> Callable[[str, QuestionGrade], Awaitable[None]]:
@@ -252,19 +254,21 @@ class AgentActivities:
             await asyncio.sleep(interval)
             activity.heartbeat(tracker.details())
 
-    async def _report(self, inp: AgentInput, tracker: _Tracker, exam_id: str = "", *, force: bool = False) -> None:
+    async def _report(self, inp: AgentInput, tracker: _Tracker, exam_id: str = "", *, force: bool = False,
+                      signal: bool = True) -> None:
         """Publish progress on Redis and signal the workflow; failures are logged, never raised.
 
         Every step goes to Redis (cheap, live for WebSocket clients); the workflow is signalled at
         most once per ``progress_signal_interval`` (each signal costs a workflow task and history
-        events), and always at the start and the end, so the final query state is exact.
+        events), and always at the start (so the query shows the attempt and thread at once). The
+        end is not signalled: the activity's result carries it.
         """
         progress = tracker.progress
         await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
                                     progress=asdict(progress), exam_id=exam_id)
         now = time.monotonic()
         interval = float(getattr(self.settings, "progress_signal_interval", 0.5))
-        if not force and now - tracker.last_signal_at < interval:
+        if not signal or (not force and now - tracker.last_signal_at < interval):
             return
         tracker.last_signal_at = now
         try:
@@ -292,7 +296,7 @@ def _classify(exc: Exception, log_extra: dict[str, Any]) -> Exception:
     """The error to raise for a failed run: the outage as is, or a non-retryable grading failure."""
     if isinstance(exc, ApplicationError):
         return exc
-    if is_outage(exc):
+    if is_transient(exc):
         logger.warning("agent run interrupted by an outage (retried): %r", exc, extra=log_extra)
         return exc
     write_error = _find(exc, CheckpointWriteError)

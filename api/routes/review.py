@@ -62,7 +62,7 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review.R
     from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
     from temporalio.service import RPCError, RPCStatusCode
 
-    from workflows.grading import ReviewAck, ReviewInput
+    from workflows.types import ReviewAck, ReviewInput
 
     feedback = {q: o.feedback for q, o in body.overrides.items() if o.feedback is not None}
     if len(json.dumps(feedback).encode()) > MAX_WORKFLOW_FEEDBACK_BYTES:

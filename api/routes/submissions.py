@@ -18,6 +18,7 @@ from api.errors import ProblemError
 from api.schemas import SubmissionAccepted, SubmissionCreate, SubmissionOut
 from infra.observability.tracing import current_trace_id
 from infra.stores import submissions
+from infra.temporal.starter import start_grading  # light: the workflow's input types, not the agent stack
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
     from temporalio.client import Client
@@ -37,8 +38,6 @@ async def _start(temporal: Client | None, settings: object, created: submissions
         logger.warning("temporal unavailable; %s left to the reconciler", created.workflow_id)
         return
     try:
-        from infra.temporal.starter import start_grading
-
         await asyncio.wait_for(
             start_grading(temporal, submission_id=created.submission_id, tenant_id=tenant, exam_id=exam_id,
                           trace_id=created.trace_id, settings=settings, **options),
