@@ -147,13 +147,29 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
     return CreatedSubmission(str(sid), workflow_id, trace_id, SubmissionStatus.QUEUED.value, True)
 
 
+def public_error(status: str, error: str | None) -> str | None:
+    """The error text API clients see: for ``needs_intervention`` only the kind of failure.
+
+    The full text (which may quote internal details, SQL parameters included) stays in the database
+    for operators (``gradeflow dlq``, the admin routes); clients learn that an operator is needed and why
+    in one word.
+    """
+    if status != SubmissionStatus.NEEDS_INTERVENTION or not error:
+        return error
+    kind = error.split(":", 1)[0].strip()
+    if not kind.isidentifier():
+        kind = "InternalError"
+    return f"grading stopped ({kind}); an operator has been notified and can retry it"
+
+
 def submission_view(row: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """Build the JSON read model of a submission (the API reply and the Redis hot copy)."""
     return {
         "id": str(row["id"]), "exam_id": str(row["exam_id"]), "student_id": row["student_id"],
         "external_id": row["external_id"], "status": row["status"], "total": _num(row["total"]),
         "max_total": _num(row["max_total"]), "workflow_id": row["workflow_id"], "trace_id": row["trace_id"],
-        "error": row["error"], "version": row["version"], "submitted_by": row.get("submitted_by"),
+        "error": public_error(row["status"], row["error"]), "version": row["version"],
+        "submitted_by": row.get("submitted_by"),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "graded_at": row["graded_at"].isoformat() if row["graded_at"] else None,

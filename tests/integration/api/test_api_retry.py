@@ -75,3 +75,16 @@ async def test_retry_starts_a_new_run_that_grades_and_is_audited(client, auth_he
     async with pools.transaction(tenant_id) as conn:
         audit = await (await conn.execute(AUDIT_SQL, (sid,))).fetchall()
     assert [(a["action"], a["reason"]) for a in audit] == [("retry_requested", "worker fixed")]
+
+
+async def test_clients_see_the_kind_of_failure_not_its_internal_text(client, auth_headers, tenant_id,
+                                                                     pg_admin_url):
+    admin = auth_headers(tenant_id)
+    sid = await _submission(client, admin)
+    async with await psycopg.AsyncConnection.connect(pg_admin_url, autocommit=True) as conn:
+        await conn.execute(SET_STATUS_SQL, ("needs_intervention",
+                                            "InvalidResult: new row violates check constraint, params (3.0, 'q1')",
+                                            sid))
+    view = (await client.get(f"/v1/submissions/{sid}", headers=admin)).json()
+    assert view["status"] == "needs_intervention"
+    assert view["error"].startswith("grading stopped (InvalidResult)") and "params" not in view["error"]
