@@ -295,6 +295,7 @@ class ExternalEventBridge:
     async def _dead_letter(self, entry_id: str, entry: ExternalEventEntry, outcome: str, why: str) -> None:
         """Record an undeliverable event in ``dlq_items`` (raise a transient error if PostgreSQL is down)."""
         assert self.pools is not None
+        outcome = "not_running" if outcome == "tenant_mismatch" else outcome  # never tell another tenant's apart
         payload = {"event_id": entry.event_id, "tenant_id": entry.tenant_id, "submission_id": entry.submission_id,
                    "event_type": entry.event_type, "payload": entry.payload, "stream": self.stream,
                    "stream_entry_id": entry_id, "workflow_id": grading_workflow_id(entry.submission_id),
@@ -336,7 +337,7 @@ class ExternalEventBridge:
             if owner and owner != entry.tenant_id:
                 logger.warning("bridge %s: event %s of tenant %s names %s of another tenant; not delivered",
                                self.consumer_name, entry.event_id, entry.tenant_id, workflow_id)
-                return "tenant_mismatch", f"{workflow_id} belongs to another tenant"
+                return "tenant_mismatch", f"workflow {workflow_id} is not found"  # to its tenant: like a missing one
             handle = self.client.get_workflow_handle(workflow_id, run_id=desc.run_id)
             await handle.signal(SIGNAL_EXTERNAL_EVENT,
                                 ExternalEvent(entry.event_type, entry.payload, entry.event_id),

@@ -62,6 +62,18 @@ class Throwaway:
         await self.sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
 
 
+@pytest.fixture(autouse=True)
+def _session_tracing(services: Any) -> None:
+    """Install the process's span exporter on the session database before an app of a throwaway one starts.
+
+    OpenTelemetry's provider is process-wide and the first ``setup_tracing`` wins: were it this test's
+    app, every later test's spans would go to a database this test drops.
+    """
+    from infra.observability.tracing import setup_tracing
+
+    setup_tracing(Settings(database_url=services.app_url, env="test"), "gradeflow-tests")
+
+
 @pytest.fixture
 async def throwaway(pg_admin_url: str) -> AsyncIterator[Throwaway]:
     db = Throwaway(pg_admin_url)

@@ -66,6 +66,14 @@ async def test_an_event_for_a_missing_workflow_is_dead_lettered_then_replayed_to
                 return (await handle.query(QUERY_PROGRESS, result_type=ProgressView)).stage == "needs_review"
 
             await eventually(parked, what="needs_review")
+            other = f"{tenant_id}-o"  # another tenant naming this tenant's running grading: told "not found"
+            async with pools.transaction(other) as conn:
+                await conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (other, other))
+            await publish_external_event(redis, tenant_id=other, submission_id=s.submission_id,
+                                         event_type="foreign", payload={}, stream=stream)
+            [foreign] = await eventually(lambda: list_dead_letters(pools, tenant_id=other), what="foreign")
+            assert foreign.last_error == f"not_running: workflow grade-{s.submission_id} is not found"
+            assert bridge.stats["tenant_mismatch"] == 1
             replay = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "infra.cli", "dlq", "replay", str(item.id), "--reason",
                                  "the grading runs now", "--actor", "ops-bob"],
