@@ -334,7 +334,8 @@ async def replay_dead_letter(pools: PoolManager, item_id: int, *, actor: str, re
             detail: dict[str, Any] = {"event_id": row["reference_id"]}
         elif kind == "external_event":
             if republish is None:
-                raise DeadLetterUnavailableError(f"dead letter {item_id} is an external event: replaying it needs Redis")
+                raise DeadLetterUnavailableError(f"dead letter {item_id} is an external event: replaying it needs "
+                                                 "Redis")
             detail = {"event_id": row["reference_id"], "stream_entry_id": await republish(row["payload"])}
         else:
             raise DeadLetterConflictError(f"dead letter {item_id}: {kind} dead letters cannot be replayed yet")
