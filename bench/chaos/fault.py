@@ -9,6 +9,7 @@ record each fault instant (:func:`bench.chaos.snapshots.snapshot_fault`) for the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ RELAY_DOWN = 3.0
 """Seconds the relay stays down after its first kill of a round (a backlog of events builds up)."""
 AGENT_ACTIVITY = "run_grading_agent"
 """Temporal activity type of the grading agent."""
+PROBE_EVERY = 5.0
+"""Seconds between two probe snapshots (checkpoint lag)."""
 OUTBOX_DRAIN_TIMEOUT = 90.0
 """Longest wait, after settling, for the tenant's outbox to have nothing pending."""
 
@@ -158,10 +161,26 @@ class Fault:
         return False
 
     async def snapshot(self, label: str) -> FaultSnapshot:
-        """Record the state at this instant (PostgreSQL must be up)."""
+        """Record the state at this fault instant (PostgreSQL must be up)."""
         snap = await snapshot_fault(self.db.admin_url, self.tenant, label)
         self.snaps.append(snap)
         return snap
+
+    async def probe(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: every ``PROBE_EVERY`` s record a ``probe`` snapshot (skipped while PostgreSQL is down).
+
+        Probes feed only the checkpoint-lag check: grades returned more than ``checkpoint_lag`` s
+        before a probe (and since the instant before it) must be in their checkpoint by then.
+        """
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROBE_EVERY)
+            if stop.is_set():
+                return
+            try:
+                self.snaps.append(await snapshot_fault(self.db.admin_url, self.tenant, "probe", kind="probe"))
+            except (psycopg.Error, OSError):
+                continue
 
     async def before_outage(self, label: str) -> None:
         """Snapshot, then re-read the clock so the instant is the last moment before the outage."""

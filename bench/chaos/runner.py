@@ -103,7 +103,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
                         REPO_ROOT, api_url, log=log)
     db = Db(admin_url)
     http = open_http(api_url, tenant)
-    stop_supervising = asyncio.Event()
+    stop_supervising, stop_probing = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
     prober: Prober | None = None
     fault: Fault | None = None
@@ -120,6 +120,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         tasks.append(load_task)
         fault = Fault(name, stack, platform, db, tenant, opts, http, exam_id, load, log, t0=started)
         fault.mark("load started")
+        tasks.append(asyncio.create_task(fault.probe(stop_probing)))
         await fault_fn(fault)
         fault.mark("fault over; waiting for the load and for every submission to settle")
         deadline = time.monotonic() + opts.settle_timeout
@@ -129,6 +130,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         fault.mark(f"settled: {counts}")
         left = await _drain(db, tenant, OUTBOX_DRAIN_TIMEOUT)
         fault.mark(f"outbox pending after drain wait: {left}")
+        stop_probing.set()
         await asyncio.sleep(STALE_GRACE)
         await prober.stop()
         result.update(await verify(db, stack.redis_url, http, tenant, questions=opts.q, posted=load.posted,
@@ -147,6 +149,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         result["traceback"] = traceback.format_exc()[-3000:]
     finally:
         stop_supervising.set()
+        stop_probing.set()
         if prober is not None:
             await prober.stop()
         for task in tasks:

@@ -29,8 +29,7 @@ async def cognitive_kill(f: Fault) -> None:
     The first kill lands right after grades start coming back (returned, not all checkpointed yet).
     Each later one waits for a retried agent attempt to run on the new worker (so the same gradings
     are hit attempt after attempt: a crash must not use up their retry budget), then lands either in
-    the middle of that grading (odd kills) or ``checkpoint_lag + 0.5`` s after the next grades come
-    back (even kills: by then those grades must be in the checkpoint, and must not be graded again).
+    the middle of that grading (odd kills) or right after its next grades come back (even kills).
     """
     delay = f.opts.grade_delay
     for i in range(f.opts.kills):
@@ -39,15 +38,13 @@ async def cognitive_kill(f: Fault) -> None:
         else:
             ready = await f.retried_agent_running() or await f.next_wave()
             if ready and i % 2 == 1:
-                await asyncio.sleep(random.uniform(0.3, max(0.3, delay - 0.3)))
-            elif ready and await f.next_wave():
-                await asyncio.sleep(f.opts.checkpoint_lag + 0.5)
-            else:
-                ready = False
+                await asyncio.sleep(random.uniform(0.1 * delay, 0.9 * delay))
+            elif ready:
+                ready = await f.next_wave()
         if not ready:
             break
         await f.kill("worker-cognitive", f"SIGKILL worker-cognitive #{i + 1}")
-    f.info["kills"] = len(f.snaps)
+    f.info["kills"] = len([s for s in f.snaps if s.kind == "fault"])
 
 
 async def orchestration_kill(f: Fault) -> None:
@@ -63,7 +60,7 @@ async def orchestration_kill(f: Fault) -> None:
     await f.kill("worker-orchestration", "SIGKILL worker-orchestration #1 (grades just came back)")
     await asyncio.sleep(ORCHESTRATION_REKILL)
     await f.kill("worker-orchestration", "SIGKILL worker-orchestration #2 (new worker catching up)")
-    f.info["kills"] = len(f.snaps)
+    f.info["kills"] = len([s for s in f.snaps if s.kind == "fault"])
 
 
 async def relay_kill(f: Fault) -> None:
@@ -92,7 +89,7 @@ async def relay_kill(f: Fault) -> None:
             mid_batch += await _published_not_marked(f)
     finally:
         await redis.aclose()
-    f.info["kills"] = len(f.snaps)
+    f.info["kills"] = len([s for s in f.snaps if s.kind == "fault"])
     f.info["events_on_stream_not_marked_at_kills"] = mid_batch
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,7 @@ class Platform:
         self.exits: list[dict[str, object]] = []
         """Processes that exited on their own (name, exit code), respawned by :meth:`supervise`."""
         self._argv = dict(CHILDREN)
+        self._lock = threading.RLock()  # kill/respawn (event loop) vs supervise (a worker thread)
 
     def start(self, timeout: float = 120.0) -> None:
         """Start all four processes and wait until the API answers."""
@@ -114,35 +116,42 @@ class Platform:
 
     def kill(self, name: str) -> int:
         """SIGKILL process ``name`` by PID and reap it; return the PID killed (held until :meth:`respawn`)."""
-        self.held.add(name)
-        proc = self.procs[name]
-        pid = proc.pid
-        if proc.poll() is None:
-            os.kill(pid, signal.SIGKILL)
-        proc.wait(30)
-        return pid
+        with self._lock:
+            self.held.add(name)
+            proc = self.procs[name]
+            pid = proc.pid
+            if proc.poll() is None:
+                os.kill(pid, signal.SIGKILL)
+            proc.wait(30)
+            return pid
 
     def respawn(self, name: str) -> int:
         """Start process ``name`` again (same command and environment as the first start); return its PID.
 
         The command line is :data:`infra.stack.devserver.CHILDREN`'s, run like ``start_children`` runs it.
         """
-        old = self.procs.get(name)
-        if old is not None and old.poll() is None:
-            raise RuntimeError(f"{name} is still running (pid {old.pid})")
-        self.held.discard(name)
-        with open(self.log_dir / f"{name}.log", "ab") as out:
-            self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "infra.cli", *self._argv[name]], env=self.env, cwd=self.cwd,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
-            )
-        return self.procs[name].pid
+        with self._lock:
+            old = self.procs.get(name)
+            if old is not None and old.poll() is None:
+                raise RuntimeError(f"{name} is still running (pid {old.pid})")
+            self.held.discard(name)
+            with open(self.log_dir / f"{name}.log", "ab") as out:
+                self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [sys.executable, "-m", "infra.cli", *self._argv[name]], env=self.env, cwd=self.cwd,
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                )
+            return self.procs[name].pid
 
     def supervise(self) -> list[str]:
         """Respawn, like a process supervisor, every process that exited on its own; return their names."""
         respawned = []
-        for name, proc in list(self.procs.items()):
-            if name not in self.held and proc.poll() is not None:
+        with self._lock:
+            dead = [(name, proc) for name, proc in self.procs.items()
+                    if name not in self.held and proc.poll() is not None]
+        for name, proc in dead:
+            with self._lock:
+                if name in self.held or self.procs.get(name) is not proc:
+                    continue
                 self.exits.append({"process": name, "exit_code": proc.returncode})
                 self.log(f"{name} exited on its own (code {proc.returncode}); respawning it:\n"
                          f"{self.log_tail(name, 800)}")
@@ -152,7 +161,9 @@ class Platform:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every process by PID, kill what is left after ``timeout``."""
-        stop_children(self.procs, timeout)
+        with self._lock:
+            self.held.update(self.procs)  # no respawn from here on
+            stop_children(self.procs, timeout)
 
     def log_tail(self, name: str, chars: int = 1500) -> str:
         """The end of process ``name``'s log."""

@@ -71,6 +71,8 @@ class FaultSnapshot:
     """What happened, e.g. ``SIGKILL worker-cognitive #2``."""
     at: datetime
     """Database clock at the instant (grader_calls.created_at is compared with it)."""
+    kind: str = "fault"
+    """``fault`` (a kill or an outage) or ``probe`` (a periodic look, for the checkpoint-lag check only)."""
     grading: list[str] = field(default_factory=list)
     """Submissions in status ``grading``: their agent may have had questions in flight."""
     checkpointed: dict[str, set[str]] = field(default_factory=dict)
@@ -106,11 +108,11 @@ async def checkpointed_questions(admin_url: str, runs: dict[str, str]) -> dict[s
     return out
 
 
-async def snapshot_fault(admin_url: str, tenant: str, label: str) -> FaultSnapshot:
-    """Record the state at a fault instant (PostgreSQL must be up)."""
+async def snapshot_fault(admin_url: str, tenant: str, label: str, kind: str = "fault") -> FaultSnapshot:
+    """Record the state at a fault instant, or at a probe (PostgreSQL must be up)."""
     db = Db(admin_url)
     now = (await db.fetch(NOW_SQL))[0]["now"]
     statuses, runs = await asyncio.gather(db.fetch(STATUSES_SQL, (tenant,)), db.fetch(RUNS_SQL, (tenant,)))
     grading = [r["id"] for r in statuses if r["status"] == "grading"]
     held = await checkpointed_questions(admin_url, {r["run_id"]: r["submission_id"] for r in runs})
-    return FaultSnapshot(label=label, at=now, grading=grading, checkpointed=held)
+    return FaultSnapshot(label=label, at=now, kind=kind, grading=grading, checkpointed=held)

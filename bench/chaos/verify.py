@@ -60,9 +60,12 @@ def regrade_figures(calls: list[dict[str, Any]], snaps: list[FaultSnapshot], que
       worker runs up to 100 activities at once (Temporal's default): this is the number of questions
       that were started and not yet saved, at most gradings-in-progress × questions.
     - ``regraded_checkpointed``: graded again although its grade was in the checkpoint (must be 0).
-    - ``late_checkpoint``: returned (row written) more than ``lag_s`` before the instant, after the
-      previous instant, for a submission still grading, yet not in its checkpoint.
+    - ``late_checkpoint`` (fault instants and probes): returned (row written) more than ``lag_s``
+      before the instant, after the previous instant or probe, for a submission still grading, yet
+      not in its checkpoint.
     """
+    snaps = sorted(snaps, key=lambda snap: snap.at)
+    faults = [snap for snap in snaps if snap.kind == "fault"]
     first: dict[tuple[str, str], Any] = {}
     regraded = Counter[int]()
     in_ckpt = Counter[int]()
@@ -73,28 +76,33 @@ def regrade_figures(calls: list[dict[str, Any]], snaps: list[FaultSnapshot], que
             first[pair] = row["created_at"]
             continue
         owner = None
-        for k, snap in enumerate(snaps):
+        for k, snap in enumerate(faults):
             if first[pair] < snap.at < row["created_at"]:
                 owner = k
         if owner is None:
             unattributed += 1
             continue
         regraded[owner] += 1
-        in_ckpt[owner] += pair[1] in snaps[owner].checkpointed.get(pair[0], set())
-    per_fault = []
+        in_ckpt[owner] += pair[1] in faults[owner].checkpointed.get(pair[0], set())
+    exposed: dict[int, int] = {}
+    late: dict[int, int] = {}
     for k, snap in enumerate(snaps):
-        in_flight = sum(questions - len(snap.checkpointed.get(s, set())) for s in snap.grading)
         since = snaps[k - 1].at if k else None
         grading = set(snap.grading)
-        exposed = [r for r in calls
-                   if r["submission_id"] in grading and r["created_at"] < snap.at
-                   and (since is None or r["created_at"] > since)
-                   and r["question_id"] not in snap.checkpointed.get(r["submission_id"], set())]
-        late = {(r["submission_id"], r["question_id"]) for r in exposed
-                if r["created_at"] < snap.at - timedelta(seconds=lag_s)}
-        per_fault.append({**snap.to_json(), "in_flight": in_flight,
-                          "returned_not_checkpointed": len({(r["submission_id"], r["question_id"]) for r in exposed}),
-                          "regraded": regraded[k], "regraded_checkpointed": in_ckpt[k], "late_checkpoint": len(late)})
+        rows = [r for r in calls
+                if r["submission_id"] in grading and r["created_at"] < snap.at
+                and (since is None or r["created_at"] > since)
+                and r["question_id"] not in snap.checkpointed.get(r["submission_id"], set())]
+        exposed[id(snap)] = len({(r["submission_id"], r["question_id"]) for r in rows})
+        late[id(snap)] = len({(r["submission_id"], r["question_id"]) for r in rows
+                              if r["created_at"] < snap.at - timedelta(seconds=lag_s)})
+    per_fault = []
+    for k, snap in enumerate(faults):
+        in_flight = sum(questions - len(snap.checkpointed.get(s, set())) for s in snap.grading)
+        per_fault.append({**snap.to_json(), "in_flight": in_flight, "returned_not_checkpointed": exposed[id(snap)],
+                          "regraded": regraded[k], "regraded_checkpointed": in_ckpt[k],
+                          "late_checkpoint": late[id(snap)]})
+    probes = [snap for snap in snaps if snap.kind == "probe"]
     return {
         "grader_calls": len(calls), "questions_graded": len(first),
         "calls_by_attempt": dict(sorted(Counter(int(r["attempt"]) for r in calls).items())),
@@ -102,8 +110,9 @@ def regrade_figures(calls: list[dict[str, Any]], snaps: list[FaultSnapshot], que
         "in_flight": sum(f["in_flight"] for f in per_fault),
         "regraded": sum(f["regraded"] for f in per_fault),
         "regraded_checkpointed": sum(f["regraded_checkpointed"] for f in per_fault),
-        "late_checkpoint": sum(f["late_checkpoint"] for f in per_fault),
+        "late_checkpoint": sum(late.values()),
         "over_bound": sum(f["regraded"] > f["in_flight"] for f in per_fault),
+        "probes": len(probes), "late_checkpoint_at_probes": sum(late[id(p)] for p in probes),
         "per_fault": per_fault,
     }
 
