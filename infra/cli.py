@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("dev", help="start embedded PostgreSQL, Redis, Temporal (+ Web UI) and every gradeflow "
-                              "process; Ctrl-C stops it all")
+    dev = sub.add_parser("dev", help="start embedded PostgreSQL, Redis, Temporal (+ Web UI) and every gradeflow "
+                                    "process; Ctrl-C stops it all")
+    dev.add_argument("--cognitive-workers", type=_positive_int, default=1, metavar="N",
+                     help="cognitive worker processes polling the cognitive queue (default 1; each is one core)")
     sub.add_parser("migrate", help="apply pending SQL migrations (safe to run concurrently)")
     sub.add_parser("api", help="run the HTTP/WebSocket API (uvicorn)")
     worker = sub.add_parser("worker", help="run Temporal workers")
@@ -406,13 +408,20 @@ def _cmd_restore(settings, args: argparse.Namespace) -> int:  # type: ignore[no-
     return EXIT_FAILURE if result.mismatches else 0
 
 
-def _cmd_dev(settings) -> int:  # type: ignore[no-untyped-def]
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _cmd_dev(settings, cognitive_workers: int = 1) -> int:  # type: ignore[no-untyped-def]
     from infra.stack.devserver import run_dev
     from infra.stack.preflight import check_model
 
     check_model(settings)  # before the stack starts: the cognitive worker would fail after the banner
 
-    return run_dev(settings)
+    return run_dev(settings, cognitive_workers=cognitive_workers)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -421,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = get_settings()
     _configure_logging(settings.log_level, settings.log_format)
     commands: dict[str, Callable[[], int]] = {
-        "dev": lambda: _cmd_dev(settings),
+        "dev": lambda: _cmd_dev(settings, args.cognitive_workers),
         "migrate": lambda: _cmd_migrate(settings),
         "api": lambda: _cmd_api(settings),
         "worker": lambda: _cmd_worker(settings, args.queue),

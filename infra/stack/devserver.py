@@ -26,7 +26,7 @@ from psycopg import sql
 from infra.constants import COGNITIVE_QUEUE, ORCHESTRATION_QUEUE
 from infra.db.migrate import app_url_from_admin, migrate
 from infra.settings import Settings
-from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free
+from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free, free_port
 from infra.stack.metrics_ports import child_metrics_env, metrics_banner, metrics_urls
 
 DATABASE_NAME = "gradeflow"
@@ -48,6 +48,27 @@ CHILDREN: list[tuple[str, list[str]]] = [
     ("worker-cognitive", ["worker", "--queue", "cognitive"]),
     ("relay", ["relay"]),
 ]
+COGNITIVE_CHILD = "worker-cognitive"
+"""Name of the (first) cognitive worker child; more are ``worker-cognitive-2``, ``-3``, ..."""
+
+
+def children(cognitive_workers: int = 1) -> list[tuple[str, list[str]]]:
+    """:data:`CHILDREN` with ``cognitive_workers`` cognitive worker processes (at least 1).
+
+    Several processes poll the ``cognitive`` task queue side by side, as production replicas do:
+    grading runs are CPU-bound Python, and one process is one event loop on one core.
+    """
+    out: list[tuple[str, list[str]]] = []
+    for name, argv in CHILDREN:
+        out.append((name, argv))
+        if name == COGNITIVE_CHILD:
+            out.extend((f"{COGNITIVE_CHILD}-{i}", argv) for i in range(2, max(1, cognitive_workers) + 1))
+    return out
+
+
+def _worker_queue(name: str) -> tuple[str, str]:
+    """(task queue, kind of tasks) a worker child polls once ready."""
+    return WORKER_QUEUES[COGNITIVE_CHILD if name.startswith(COGNITIVE_CHILD) else name]
 
 
 def _say(message: str) -> None:
@@ -79,7 +100,8 @@ def child_env(settings: Settings, stack: EmbeddedStack, admin_url: str) -> dict[
 
 
 def start_children(env: dict[str, str], *, log_dir: Path | None = None, cwd: Path | None = None,
-                   child_envs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, subprocess.Popen[bytes]]:
+                   child_envs: Mapping[str, Mapping[str, str]] | None = None,
+                   cognitive_workers: int = 1) -> dict[str, subprocess.Popen[bytes]]:
     """Start the API, both workers and the relay (``gradeflow`` subcommands) with ``env``.
 
     Args:
@@ -87,10 +109,11 @@ def start_children(env: dict[str, str], *, log_dir: Path | None = None, cwd: Pat
         log_dir: each child logs to ``log_dir/<name>.log``; ``None``: they share our stdout/stderr.
         cwd: working directory of the children.
         child_envs: per child name, variables added to ``env`` (e.g. its metrics ports).
+        cognitive_workers: how many cognitive worker processes (see :func:`children`).
 
     """
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, argv in CHILDREN:
+    for name, argv in children(cognitive_workers):
         out = open(log_dir / f"{name}.log", "ab") if log_dir else None  # noqa: SIM115 - closed below
         try:
             procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -168,7 +191,7 @@ async def wait_ready(procs: dict[str, subprocess.Popen[bytes]], *, temporal_addr
 
     deadline = time.monotonic() + timeout
     client = await Client.connect(temporal_address, namespace=namespace)
-    pending = {name for name in (*WORKER_QUEUES, "relay") if name in procs}
+    pending = {name for name in procs if name in WORKER_QUEUES or name.startswith(COGNITIVE_CHILD) or name == "relay"}
     while pending:
         check_children(procs, log_dir=log_dir)
         for name in sorted(pending):
@@ -176,7 +199,7 @@ async def wait_ready(procs: dict[str, subprocess.Popen[bytes]], *, temporal_addr
                 if name == "relay":
                     ready = await _relay_listens(admin_url)
                 else:
-                    queue, kind = WORKER_QUEUES[name]
+                    queue, kind = _worker_queue(name)
                     ready = await _polls(client, namespace, queue, kind, procs[name].pid)
             except Exception:  # noqa: BLE001 - not answering yet counts as not ready
                 ready = False
@@ -203,8 +226,11 @@ def stop_children(procs: dict[str, subprocess.Popen[bytes]], timeout: float = CH
             proc.wait()
 
 
-def run_dev(settings: Settings) -> int:
-    """Run the whole platform on the embedded stack until SIGINT/SIGTERM; return the exit code."""
+def run_dev(settings: Settings, *, cognitive_workers: int = 1) -> int:
+    """Run the whole platform on the embedded stack until SIGINT/SIGTERM; return the exit code.
+
+    ``cognitive_workers`` cognitive worker processes poll the ``cognitive`` queue side by side.
+    """
     started = time.monotonic()
     data_dir = Path(settings.data_dir).resolve()
     stack = EmbeddedStack(
@@ -228,7 +254,10 @@ def run_dev(settings: Settings) -> int:
         asyncio.run(migrate(admin_url, app_password=settings.app_db_password, log=_say))
         env = child_env(settings, stack, admin_url)
         metrics_env = child_metrics_env()
-        procs.update(start_children(env, child_envs=metrics_env))
+        for name, _ in children(cognitive_workers):
+            if name.startswith(f"{COGNITIVE_CHILD}-"):  # the extra cognitive workers: free ports
+                metrics_env[name] = {setting: str(free_port()) for setting in metrics_env[COGNITIVE_CHILD]}
+        procs.update(start_children(env, child_envs=metrics_env, cognitive_workers=cognitive_workers))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_http(f"{api_url}/v1/health", procs)
         asyncio.run(wait_ready(procs, temporal_address=stack.temporal_address, namespace=settings.temporal_namespace,

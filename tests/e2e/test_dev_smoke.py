@@ -28,10 +28,10 @@ def _wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> Non
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
-def _start(data_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
+def _start(data_dir: Path, ports: dict[str, int], *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADEFLOW_")}
     env.update({f"GRADEFLOW_{k}": str(v) for k, v in ports.items()}, GRADEFLOW_DATA_DIR=str(data_dir))
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "dev"], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "infra.cli", "dev", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -131,6 +131,20 @@ def test_dev_starts_answers_stops_and_keeps_data(tmp_path: Path) -> None:
         assert row == ("kept across restarts",)
     finally:
         _stop(proc)
+
+
+def test_dev_runs_several_cognitive_workers(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("API_PORT", "PG_PORT", "REDIS_PORT", "TEMPORAL_PORT",
+                                             "TEMPORAL_UI_PORT")}
+    proc = _start(tmp_path / "data", ports, "--cognitive-workers", "2")
+    try:
+        banner = _read_until_banner(proc)
+        ready = _ready_at_banner(ports)  # the banner waits for both cognitive processes
+        assert ready["cognitive"] >= 2 and ready["orchestration"] >= 1, ready
+        assert "(worker-cognitive-2)" in banner, banner
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
 
 
 def test_dev_names_the_port_setting_when_taken(tmp_path: Path) -> None:
