@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from bench.stats import cpu_report, cpu_seconds, history_profile, percentile, summarize
 from bench.workload import answers_for, exam_questions, payload_bytes
-from infra.stack.devserver import CHILDREN, start_children, stop_children, wait_http
+from infra.stack.devserver import children, start_children, stop_children, wait_http, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +40,11 @@ TENANT = "bench-tenant"
 """Tenant all bench data belongs to."""
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
 """Log level of the platform processes (per-node INFO logs cost CPU on a small machine)."""
+SERVER_KEEP_ALIVE_S = 5.0
+"""uvicorn's ``timeout_keep_alive`` (its default; ``api.app.uvicorn_config`` keeps it)."""
+CLIENT_KEEP_ALIVE_S = 2.0
+"""The bench client drops an idle connection well before the server does: otherwise a request sent on
+a connection the server is closing at that instant fails (the keep-alive race that killed C ≥ 16)."""
 
 class PlatformMissing(RuntimeError):
     """A piece of the pipeline (workflow, worker, API, relay) is not in the tree yet."""
@@ -138,7 +143,13 @@ async def _grade_one(client: httpx.AsyncClient, ws_url: str, exam_id: str, stude
     return latency, posted, status, sid
 
 
-async def _verify(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
+def client_limits(concurrency: int) -> httpx.Limits:
+    """Connection limits of the bench's HTTP client: enough connections, keep-alive below the server's."""
+    return httpx.Limits(max_connections=concurrency * 2 + 4, max_keepalive_connections=concurrency * 2 + 4,
+                        keepalive_expiry=CLIENT_KEEP_ALIVE_S)
+
+
+async def _verify(client: httpx.AsyncClient, ids: list[str], questions: int) -> dict[str, int]:
     """Read every submission back: stored status (progress endpoint) vs ``GET /v1/submissions/{id}``."""
     counts: Counter[str] = Counter()
     for sid in ids:
@@ -147,9 +158,37 @@ async def _verify(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
         counts[f"stored_{stored}"] += 1
         if view.get("status") != stored:
             counts["get_status_disagrees_with_stored"] += 1
-        if stored in DONE_STATUSES and len(view.get("results") or []) != len(exam_questions()):
+        if stored in DONE_STATUSES and len(view.get("results") or []) != questions:
             counts["get_results_incomplete"] += 1
     return dict(counts)
+
+
+async def _api_cpu_batch(client: httpx.AsyncClient, ws_url: str, exam_id: str, answers: list[dict[str, Any]], *,
+                         c: int, count: int, pids: dict[str, int], log: Callable[[str], None]) -> dict[str, Any]:
+    """Grade ``count`` submissions at concurrency ``c`` (one open feed each); the API's CPU per submission."""
+    gate = asyncio.Semaphore(c)
+    latencies: list[float] = []
+    posts: list[float] = []
+
+    async def slot(i: int) -> None:
+        async with gate:
+            latency, posted, _, _ = await _grade_one(client, ws_url, exam_id, f"probe-c{c}-{i}", answers[i])
+            latencies.append(latency)
+            posts.append(posted)
+
+    api = {"api": pids["api"]} if "api" in pids else {}
+    before = cpu_seconds(api)
+    started = time.perf_counter()
+    await asyncio.gather(*(slot(i) for i in range(count)))
+    wall = time.perf_counter() - started
+    used = cpu_seconds(api).get("api", 0.0) - before.get("api", 0.0)
+    out = {"submissions": count, "throughput_per_s": round(count / wall, 3),
+           "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+           "submit_p50_ms": round(percentile(posts, 0.5) * 1000, 1),
+           "api_cpu_ms_per_submission": round(used / count * 1000, 1) if api else None}
+    log(f"e2e: API CPU at C={c}: {out['api_cpu_ms_per_submission']} ms/submission, "
+        f"{out['throughput_per_s']:.2f} submissions/s")
+    return out
 
 
 RoundHook = Callable[[int], Awaitable[None]]
@@ -158,16 +197,21 @@ RoundHook = Callable[[int], Awaitable[None]]
 
 async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warmup: int = 2,
                 pids: dict[str, int] | None = None, after_round: RoundHook | None = None,
+                questions_per_exam: int = 20, api_cpu_probe: dict[int, int] | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Create the exam, warm up, then grade ``n`` submissions at ``concurrency``, ``rounds`` times.
 
     Figures pool all rounds: throughput = submissions ÷ summed batch wall time, latency
     percentiles over every submission. ``pids`` name the processes whose CPU time is counted
-    during the batches.
+    during the batches. The first warm-up submission is the first one after the platform
+    started (``first_submission_ms``). ``api_cpu_probe`` (concurrency → submissions), after the
+    rounds: the API process's CPU per submission at each concurrency.
     """
-    questions = exam_questions()
-    all_answers = [answers_for(questions, seed=i) for i in range(n + warmup)]
-    limits = httpx.Limits(max_connections=concurrency * 2 + 4)
+    questions = exam_questions(questions_per_exam)
+    probe = api_cpu_probe or {}
+    extra = sum(probe.values())
+    all_answers = [answers_for(questions, seed=i) for i in range(max(n + warmup, extra))]
+    limits = client_limits(max([concurrency, *probe]))
     latencies: list[float] = []
     posts: list[float] = []
     statuses: Counter[str] = Counter()
@@ -181,8 +225,10 @@ async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warm
             raise RuntimeError(f"POST /v1/exams -> {resp.status_code}: {resp.text[:300]}")
         exam_id = resp.json()["id"]
         ws_url = "ws" + api_url.removeprefix("http")
+        warm: list[tuple[float, float]] = []
         for i in range(warmup):
-            latency, _, status, _ = await _grade_one(client, ws_url, exam_id, f"warmup-{i}", all_answers[n + i])
+            latency, posted, status, _ = await _grade_one(client, ws_url, exam_id, f"warmup-{i}", all_answers[n + i])
+            warm.append((latency, posted))
             log(f"e2e: warm-up submission {i + 1}/{warmup}: {status} in {latency * 1000:.0f} ms")
         for r in range(rounds):
             gate = asyncio.Semaphore(concurrency)
@@ -210,8 +256,12 @@ async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warm
             log(f"e2e round {r + 1}/{rounds}: {n / walls[-1]:.2f} submissions/s")
             if after_round is not None:
                 await after_round(r)
+        api_cpu: dict[str, Any] = {}
+        for c, count in probe.items():
+            api_cpu[str(c)] = await _api_cpu_batch(client, ws_url, exam_id, all_answers, c=c, count=count,
+                                                   pids=pids or {}, log=log)
         log("e2e: reading every submission back")
-        verify = await _verify(client, ids)
+        verify = await _verify(client, ids, len(questions))
     failed = sum(statuses[s] for s in FAILED_STATUSES)
     if failed:
         raise RuntimeError(f"{failed} submissions failed: {dict(statuses)}")
@@ -226,8 +276,27 @@ async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warm
         "completion_signal": "WebSocket /v1/ws/submissions/{id}: first message with a final status",
         "read_back": verify,
         "warmup": warmup,
+        "questions": len(questions),
         "sample_submission_id": ids[0],
     }
+    if warm:
+        result["first_submission"] = {
+            "post_ms": round(warm[0][1] * 1000, 1),
+            "post_ratio_vs_p50": round(warm[0][1] / percentile(posts, 0.5), 3),
+            "latency_ms": round(warm[0][0] * 1000, 1),
+            "latency_ratio_vs_p50": round(warm[0][0] / percentile(latencies, 0.5), 3),
+            "note": "the first warm-up submission: the first one after every platform process is ready "
+                    "(the exam is created just before it), vs the p50 of the measured rounds",
+        }
+    if api_cpu:
+        result["api_cpu_by_concurrency"] = api_cpu
+        if warm and "1" in api_cpu:  # the first POST against a steady one at the same concurrency
+            result["first_submission"]["post_ratio_vs_c1_p50"] = round(
+                warm[0][1] * 1000 / api_cpu["1"]["submit_p50_ms"], 3)
+        lo, hi = min(probe), max(probe)
+        if lo != hi and api_cpu[str(lo)]["api_cpu_ms_per_submission"]:
+            result["api_cpu_ratio_high_vs_low_c"] = round(
+                api_cpu[str(hi)]["api_cpu_ms_per_submission"] / api_cpu[str(lo)]["api_cpu_ms_per_submission"], 3)
     if cpu_used:
         result["cpu"] = cpu_report({}, cpu_used, items=len(latencies), wall_s=wall, cpus=os.cpu_count() or 1)
     return result
@@ -235,8 +304,10 @@ async def drive(api_url: str, *, n: int, concurrency: int, rounds: int = 1, warm
 
 async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal_address: str,
                   work_dir: Path, n: int, concurrency: int, rounds: int = 1, stack_pids: dict[str, int] | None = None,
-                  after_round: RoundHook | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Start the platform against the given stack, drive it (see :func:`drive`), stop it."""
+                  after_round: RoundHook | None = None, questions: int = 20, cognitive_workers: int = 1,
+                  api_cpu_probe: dict[int, int] | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Start the platform (``cognitive_workers`` cognitive processes) against the stack, drive it, stop it."""
     from infra.stack.embedded import free_port
 
     check_platform()
@@ -247,17 +318,22 @@ async def run_e2e(*, database_url: str, admin_url: str, redis_url: str, temporal
     log_dir.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    procs = start_children(env, log_dir=log_dir, cwd=REPO_ROOT)
+    procs = start_children(env, log_dir=log_dir, cwd=REPO_ROOT, cognitive_workers=cognitive_workers)
     try:
         await asyncio.to_thread(wait_http, f"{api_url}/v1/health", procs, 90.0, log_dir=log_dir)
-        log(f"e2e: API, 2 workers and relay up in {time.monotonic() - started:.1f}s; logs in {log_dir}")
+        await wait_ready(procs, temporal_address=temporal_address, namespace="default", admin_url=admin_url,
+                         timeout=90.0, log_dir=log_dir)
+        log(f"e2e: API, {1 + cognitive_workers} workers and relay up in {time.monotonic() - started:.1f}s; "
+            f"logs in {log_dir}")
         pids = {**(stack_pids or {}), **{name: p.pid for name, p in procs.items()}}
         result = await drive(api_url, n=n, concurrency=concurrency, rounds=rounds, pids=pids,
-                             after_round=after_round, log=log)
+                             after_round=after_round, questions_per_exam=questions, api_cpu_probe=api_cpu_probe,
+                             log=log)
         dead = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
         if dead:
             raise RuntimeError(f"platform processes died during the run: {dead} (logs in {log_dir})")
-        result["processes"] = [name for name, _ in CHILDREN]
+        result["processes"] = [name for name, _ in children(cognitive_workers)]
+        result["cognitive_workers"] = cognitive_workers
         try:
             from temporalio.client import Client
 

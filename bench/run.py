@@ -3,8 +3,11 @@
 Environment knobs: ``BENCH_N`` (submissions / workflows, default 40), ``BENCH_C`` (concurrency,
 default 8), ``BENCH_ROUNDS`` (measured e2e rounds, each followed by a bare-Temporal round; default
 2), ``BENCH_CP_WARMUP`` / ``BENCH_CP_MEASURED`` (checkpointer invocations, default 5 / 40),
-``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``, ``retention``; default all), ``BENCH_RETENTION_N``
-(submissions graded for the retention part when e2e did not run; default 20), ``BENCH_KEEP=1`` (keep the
+``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``, ``scale``, ``retention``; default all),
+``BENCH_RETENTION_N`` (submissions graded for the retention part when e2e did not run; default 20),
+``BENCH_API_CPU`` (API CPU probes after the e2e rounds, ``C:N`` pairs; default ``1:12,32:64``; empty: none),
+``BENCH_SCALE_Q`` / ``BENCH_SCALE_N`` / ``BENCH_SCALE_WORKERS`` (the scale part: questions per exam,
+submissions per run, cognitive worker counts; default 200 / 8 / ``1,2``), ``BENCH_KEEP=1`` (keep the
 stack's data and the platform logs). Output: ``bench/results/<UTC timestamp>.json``.
 """
 
@@ -31,7 +34,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_DB = "bench_checkpoint"
 RETENTION_DB = "bench_retention"
-TARGETS = {"e2e_ratio_vs_bare_temporal": ">= 0.6", "checkpoint_bytes_ratio": "<= 0.25",
+TARGETS = {"e2e_ratio_vs_bare_temporal": ">= 0.8", "e2e_ratio_vs_plugin_peer": ">= 1.0",
+           "scale_ratio_vs_plugin_peer": ">= 2.0", "first_submission_ratio": "<= 1.5",
+           "api_cpu_ratio_c32_vs_c1": "<= 1.2", "checkpoint_bytes_ratio": "<= 0.25",
            "checkpoint_time_ratio": "<= 0.9", "checkpoint_retained_ratio": "<= 0.05"}
 
 _T0 = time.monotonic()
@@ -91,6 +96,12 @@ def _create_database(admin_url: str, name: str) -> str:
 async def _run_parts(stack: Any, work_dir: Path, parts: set[str], n: int, c: int,
                      report: dict[str, Any]) -> None:
     await _run_checkpointer_and_e2e(stack, work_dir, parts, n, c, report)
+    if "scale" in parts:
+        from bench.scale import run_scale
+
+        await run_scale(stack, work_dir, c, report, log=say)
+    else:
+        report["notes"].append("scale bench skipped (BENCH_PARTS)")
     if "retention" in parts:
         await _run_retention(stack, report)
     else:
@@ -145,21 +156,16 @@ async def _run_checkpointer_and_e2e(stack: Any, work_dir: Path, parts: set[str],
     if "e2e" not in parts:
         notes.append("e2e bench skipped (BENCH_PARTS)")
         return
-    from bench.bare_temporal import run_bare_temporal
     from bench.e2e import PlatformMissing, check_platform, run_e2e
+    from bench.scale import References, api_cpu_probe, stack_process_ids
 
     rounds = _env_int("BENCH_ROUNDS", 2)
-    stack_pids = {name: proc.pid for name, proc in getattr(stack, "_procs", [])}
-    bare_runs: list[dict[str, Any]] = []
+    stack_pids = stack_process_ids(stack)
+    refs = References(stack.temporal_address, n=n, concurrency=c, questions=20, stack_pids=stack_pids,
+                      report=report["e2e"], log=say)
 
     async def bare(label: str) -> None:
-        say(f"bare temporal reference ({label}): {n} workflows at concurrency {c}")
-        out = await run_bare_temporal(stack.temporal_address, n=n, concurrency=c, stack_pids=stack_pids, log=say)
-        say(f"bare temporal ({label}): {out['throughput_per_s']:.2f} workflows/s, "
-            f"p50 {out['latency_p50_ms']:.0f} ms, p95 {out['latency_p95_ms']:.0f} ms")
-        bare_runs.append(out)
-        report["e2e"]["bare_temporal_runs"] = bare_runs
-        report["e2e"]["bare_temporal"] = _pool_bare(bare_runs)
+        await refs.run(label)
 
     await bare("before")
     try:
@@ -185,7 +191,7 @@ async def _run_checkpointer_and_e2e(stack: Any, work_dir: Path, parts: set[str],
         ours = await run_e2e(database_url=app_url_from_admin(admin_url, app_password), admin_url=admin_url,
                              redis_url=stack.redis_url, temporal_address=stack.temporal_address,
                              work_dir=work_dir, n=n, concurrency=c, rounds=rounds, stack_pids=stack_pids,
-                             after_round=after_round, log=say)
+                             after_round=after_round, api_cpu_probe=api_cpu_probe(), log=say)
     except Exception as exc:  # noqa: BLE001 - reported as a note, never as a number
         notes.append(f"e2e (ours) failed: {type(exc).__name__}: {exc}")
         say(f"e2e: FAILED: {exc}")
@@ -197,26 +203,12 @@ async def _run_checkpointer_and_e2e(stack: Any, work_dir: Path, parts: set[str],
         f"p95 {ours['latency_p95_ms']:.0f} ms")
     reference = report["e2e"]["bare_temporal"]
     report["e2e_ratio_vs_bare_temporal"] = round(ours["throughput_per_s"] / reference["throughput_per_s"], 4)
-
-
-def _pool_bare(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bare reference over all its runs: throughput = workflows ÷ summed wall time."""
-    completed = sum(r["completed"] for r in runs)
-    wall = sum(r["wall_s"] for r in runs)
-    return {
-        "runs": len(runs),
-        "completed": completed,
-        "wall_s": round(wall, 3),
-        "throughput_per_s": round(completed / wall, 3),
-        "throughput_per_run": [r["throughput_per_s"] for r in runs],
-        "latency_p50_ms": round(sum(r["latency_p50_ms"] for r in runs) / len(runs), 1),
-        "latency_p95_ms": round(sum(r["latency_p95_ms"] for r in runs) / len(runs), 1),
-        "latency_note": "p50/p95 are the means of the runs' percentiles",
-        "activities_per_workflow": runs[0]["activities_per_workflow"],
-        "shape": runs[0]["shape"],
-        "history": runs[0].get("history"),
-        "cpu_ms_per_item_total": [r.get("cpu", {}).get("cpu_ms_per_item_total") for r in runs],
-    }
+    peer = report["e2e"].get("plugin_peer")
+    if peer:
+        report["e2e_ratio_vs_plugin_peer"] = round(ours["throughput_per_s"] / peer["throughput_per_s"], 4)
+    first = ours.get("first_submission") or {}
+    report["first_submission_ratio"] = first.get("post_ratio_vs_c1_p50", first.get("post_ratio_vs_p50"))
+    report["api_cpu_ratio_c32_vs_c1"] = ours.get("api_cpu_ratio_high_vs_low_c")
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -239,7 +231,7 @@ def table(report: dict[str, Any]) -> str:
         ("metric", "ours", "reference", "ours ÷ ref", "target"),
         ("---", "---:", "---:", "---:", "---"),
         (f"e2e throughput, graded/s (N={n}, C={c})", _fmt(ours.get("throughput_per_s")),
-         _fmt(bare.get("throughput_per_s")), _fmt(report.get("e2e_ratio_vs_bare_temporal")), "≥ 0.6"),
+         _fmt(bare.get("throughput_per_s")), _fmt(report.get("e2e_ratio_vs_bare_temporal")), "≥ 0.8"),
         ("e2e latency p50 / p95, ms", f"{_fmt(ours.get('latency_p50_ms'))} / {_fmt(ours.get('latency_p95_ms'))}",
          f"{_fmt(bare.get('latency_p50_ms'))} / {_fmt(bare.get('latency_p95_ms'))}", "", ""),
         ("checkpoint bytes / submission", _fmt(cpo.get("bytes_per_submission")),
@@ -257,6 +249,8 @@ def table(report: dict[str, Any]) -> str:
     ]
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
+    lines.extend(_peer_lines(report))
+    lines.append("")
     lines.append("e2e reference: bare Temporal workflow, same server, same N and C, "
                  f"{bare.get('activities_per_workflow', 'n/a')} no-op activities. "
                  "Checkpoint reference: stock AsyncPostgresSaver, questions+answers in the state. "
@@ -267,16 +261,69 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _peer_lines(report: dict[str, Any]) -> list[str]:
+    """Gradeflow beside the LangGraph-plugin peer and bare Temporal, at 20 and at the scale's questions."""
+    from bench.scale import cpu_table
+
+    e2e, scale = report.get("e2e") or {}, report.get("scale") or {}
+    ours, peer, bare = e2e.get("ours") or {}, e2e.get("plugin_peer") or {}, e2e.get("bare_temporal") or {}
+    first = ours.get("first_submission") or {}
+    probe = ours.get("api_cpu_by_concurrency") or {}
+    sq, sp, sb = scale.get("ours") or {}, scale.get("plugin_peer") or {}, scale.get("bare_temporal") or {}
+    q = scale.get("questions", "n/a")
+    rows = [
+        ("metric", "value", "target"), ("---", "---:", "---"),
+        ("20 q: gradeflow ÷ LangGraph plugin peer (throughput)", _fmt(report.get("e2e_ratio_vs_plugin_peer")), "≥ 1.0"),
+        ("20 q: gradeflow ÷ bare Temporal (throughput)", _fmt(report.get("e2e_ratio_vs_bare_temporal")), "≥ 0.8"),
+        ("20 q: graded/s gradeflow / peer / bare",
+         f"{_fmt(ours.get('throughput_per_s'))} / {_fmt(peer.get('throughput_per_s'))} / "
+         f"{_fmt(bare.get('throughput_per_s'))}", ""),
+        ("20 q: p50 ms gradeflow / peer / bare",
+         f"{_fmt(ours.get('latency_p50_ms'))} / {_fmt(peer.get('latency_p50_ms'))} / "
+         f"{_fmt(bare.get('latency_p50_ms'))}", ""),
+    ]
+    for k, fig in sorted(sq.items()):
+        rows.append((f"{q} q, {k} cognitive worker(s): gradeflow ÷ peer / ÷ bare",
+                     f"{_fmt(scale.get(f'ratio_vs_plugin_peer_{k}w'))} / "
+                     f"{_fmt(scale.get(f'ratio_vs_bare_temporal_{k}w'))}", "≥ 2.0 vs peer"))
+        rows.append((f"{q} q, {k} cognitive worker(s): graded/s, p50 ms",
+                     f"{_fmt(fig.get('throughput_per_s'))}, {_fmt(fig.get('latency_p50_ms'))}", ""))
+    rows.append((f"{q} q: peer / bare graded/s",
+                 f"{_fmt(sp.get('throughput_per_s'))} / {_fmt(sb.get('throughput_per_s'))}", ""))
+    rows.append(("first submission after start: POST ms ÷ steady POST p50 (at C; at C=1)",
+                 f"{_fmt(first.get('post_ratio_vs_p50'))}; {_fmt(first.get('post_ratio_vs_c1_p50'))} "
+                 f"({_fmt(first.get('post_ms'))} ms)", "≤ 1.5"))
+    rows.append(("first submission after start: latency ÷ steady p50",
+                 f"{_fmt(first.get('latency_ratio_vs_p50'))} ({_fmt(first.get('latency_ms'))} ms)", ""))
+    probe_text = ", ".join(f"C={c}: {_fmt(v.get('api_cpu_ms_per_submission'))} ms" for c, v in probe.items())
+    rows.append(("API CPU per submission, high C ÷ C=1",
+                 f"{_fmt(report.get('api_cpu_ratio_c32_vs_c1'))} ({probe_text or 'n/a'})", "≤ 1.2"))
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "CPU ms per submission by process (embedded services shared), history of one workflow:", ""]
+    cpu_rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("gradeflow, 20 q", ours), ("plugin peer, 20 q", peer), ("bare Temporal, 20 q", bare)]
+    cpu_rows += [(f"gradeflow, {q} q, {k} worker(s)", fig) for k, fig in sorted(sq.items())]
+    cpu_rows += [(f"plugin peer, {q} q", sp), (f"bare Temporal, {q} q", sb)]
+    lines += cpu_table(cpu_rows)
+    return lines
+
+
 def main() -> int:
     """Run the benchmarks; return the exit code (1 if a part crashed)."""
     from infra.stack.embedded import EmbeddedStack, free_port
 
     n, c = _env_int("BENCH_N", 40), _env_int("BENCH_C", 8)
-    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e,retention").split(",") if p.strip()}
+    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e,scale,retention").split(",")
+             if p.strip()}
     started_at = datetime.now(UTC)
     report: dict[str, Any] = {
         "timestamp": started_at.isoformat(timespec="seconds"),
         "e2e_ratio_vs_bare_temporal": None,
+        "e2e_ratio_vs_plugin_peer": None,
+        "scale_ratio_vs_plugin_peer": None,
+        "scale_ratio_vs_bare_temporal": None,
+        "first_submission_ratio": None,
+        "api_cpu_ratio_c32_vs_c1": None,
         "checkpoint_bytes_ratio": None,
         "checkpoint_time_ratio": None,
         "checkpoint_retained_ratio": None,

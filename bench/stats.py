@@ -68,11 +68,15 @@ def cpu_report(before: dict[str, float], after: dict[str, float], *, items: int,
 
 
 async def history_profile(client: object, workflow_id: str) -> dict[str, object]:
-    """Event count of a workflow's history, by event type (what the Temporal server had to store)."""
+    """Event count and size of a workflow's history, by event type (what the Temporal server had to store).
+
+    ``bytes`` is the serialized size of every event (protobuf), payloads included.
+    """
     from collections import Counter
 
     handle = client.get_workflow_handle(workflow_id)  # type: ignore[attr-defined]
     history = await handle.fetch_history()
     kinds = Counter(event.WhichOneof("attributes") for event in history.events)
     return {"events": len(history.events),
+            "bytes": sum(event.ByteSize() for event in history.events),
             "by_type": {k.removesuffix("_event_attributes"): v for k, v in kinds.most_common()}}

@@ -80,8 +80,18 @@ def _typo(word: str) -> str:
     return word[: i - 1] + word[i] + word[i - 1] + word[i + 1 :]
 
 
-def exam_questions() -> list[Question]:
-    """The 20 questions of the benchmark exam (ids ``q01``..``q20``)."""
+def exam_questions(count: int = N_QUESTIONS) -> list[Question]:
+    """The questions of the benchmark exam: the 20 below (ids ``q01``..``q20``), cycled to ``count``.
+
+    With ``count`` other than 20 the ids are ``q001``, ``q002``, ... and the types keep the 20's mix.
+    """
+    base = _base_questions()
+    if count == N_QUESTIONS:
+        return base
+    return [base[i % N_QUESTIONS].model_copy(update={"id": f"q{i + 1:03d}"}) for i in range(count)]
+
+
+def _base_questions() -> list[Question]:
     questions: list[Question] = []
     for i in range(4):
         options = ["alpha", "beta", "gamma", "delta"]
