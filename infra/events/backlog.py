@@ -41,6 +41,8 @@ class Backlog:
     """Seconds since the oldest pending event was committed (0 when none waits)."""
     failed: int
     """Events given up and dead-lettered."""
+    oldest_pending_at: datetime | None = None
+    """When the oldest pending event was committed (``None`` when none waits)."""
 
 
 async def outbox_backlog(pools: PoolManager) -> Backlog:
@@ -50,39 +52,43 @@ async def outbox_backlog(pools: PoolManager) -> Backlog:
     assert row is not None
     oldest = row["oldest_pending_at"]
     age = max(0.0, (datetime.now(UTC) - oldest).total_seconds()) if oldest is not None else 0.0
-    return Backlog(pending=int(row["pending"]), oldest_pending_age=age, failed=int(row["failed"]))
+    return Backlog(pending=int(row["pending"]), oldest_pending_age=age, failed=int(row["failed"]),
+                   oldest_pending_at=oldest)
 
 
-async def sample_once(pools: PoolManager) -> Backlog:
-    """Take one sample and set the gauges."""
-    backlog = await outbox_backlog(pools)
-    OUTBOX_PENDING.set(backlog.pending)
-    OUTBOX_OLDEST_PENDING_AGE.set(backlog.oldest_pending_age)
-    OUTBOX_FAILED.set(backlog.failed)
-    counts = await dead_letters.dead_letter_counts(pools)
-    for (kind, status), items in counts.items():
-        DEAD_LETTERS.labels(kind, status).set(items)
-    for labels in _stale_labels(set(counts)):
-        DEAD_LETTERS.labels(*labels).set(0)  # a kind/status that emptied reads 0, not its last count
-    return backlog
+class BacklogSampler:
+    """Sets the backlog and dead-letter gauges from PostgreSQL (see the module docstring)."""
 
+    def __init__(self, pools: PoolManager) -> None:
+        self.pools = pools
+        self._dead_letter_labels: set[tuple[str, str]] = set()
 
-_seen_labels: set[tuple[str, str]] = set()
+    async def sample(self) -> Backlog:
+        """Take one sample and set the gauges."""
+        backlog = await outbox_backlog(self.pools)
+        OUTBOX_PENDING.set(backlog.pending)
+        OUTBOX_OLDEST_PENDING_AGE.set(backlog.oldest_pending_age)
+        OUTBOX_FAILED.set(backlog.failed)
+        counts = await dead_letters.dead_letter_counts(self.pools)
+        for (kind, status), items in counts.items():
+            DEAD_LETTERS.labels(kind, status).set(items)
+        for kind, status in self._dead_letter_labels - set(counts):
+            DEAD_LETTERS.labels(kind, status).set(0)  # a kind/status that emptied reads 0, not its last count
+        self._dead_letter_labels |= set(counts)
+        return backlog
 
-
-def _stale_labels(current: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    stale = _seen_labels - current
-    _seen_labels.update(current)
-    return stale
+    async def run(self, interval: float, stop: asyncio.Event) -> None:
+        """Sample every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.sample()
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop the relay
+                BACKLOG_SAMPLE_ERRORS.inc()
+                logger.warning("outbox backlog sample failed: %s: %s", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
 
 async def run_backlog_sampler(pools: PoolManager, interval: float, stop: asyncio.Event) -> None:
-    """Sample every ``interval`` seconds until ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            await sample_once(pools)
-        except Exception as exc:  # noqa: BLE001 - metrics must never stop the relay
-            BACKLOG_SAMPLE_ERRORS.inc()
-            logger.warning("outbox backlog sample failed: %s: %s", type(exc).__name__, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    """Run a :class:`BacklogSampler` on ``pools`` every ``interval`` seconds until ``stop`` is set."""
+    await BacklogSampler(pools).run(interval, stop)
