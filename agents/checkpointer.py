@@ -9,6 +9,9 @@ channel values as per-version blobs, so only changed channels are written). On t
   ``put_writes``) are tried 3 times with a small backoff, then raise
   :class:`CheckpointWriteError`, which the activity maps to "manual intervention".
 * :func:`load_resume_point`: tells the activity whether to resume or start afresh.
+* a per-run hook (:meth:`GradeflowSaver.for_run`'s ``on_writes``) awaited inside the transaction
+  that stores a task's writes: the grading activity records its grader calls there, so per-question
+  durability costs no transaction of its own and a call is never recorded later than its grade.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import WRITES_IDX_MAP, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg.rows import dict_row
@@ -52,6 +55,9 @@ DEFAULT_WRITE_ATTEMPTS = 3
 """Checkpoint write tries before giving up."""
 DEFAULT_BACKOFF_SECONDS = 0.05
 """Base of the linear backoff between write tries."""
+
+WritesHook = Callable[[Any, Sequence[tuple[str, Any]]], Awaitable[None]]
+"""``(connection, writes)``: awaited inside the transaction that stores a task's pending writes."""
 
 
 class CheckpointWriteError(RuntimeError):
@@ -116,20 +122,30 @@ class GradeflowSaver(AsyncPostgresSaver):
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
         self._serde_arg = serde
+        self.on_writes: WritesHook | None = None
 
-    def for_run(self) -> GradeflowSaver:
+    def for_run(self, *, on_writes: WritesHook | None = None) -> GradeflowSaver:
         """A saver of its own for one agent run, on the same pool.
 
         ``AsyncPostgresSaver`` serialises every read and write of one instance behind one
         ``asyncio.Lock``; concurrent agent runs sharing a saver would queue their checkpoint writes
         behind each other (finished questions waiting seconds, lost by a SIGKILL). Each run gets its
         own lock; connections still come from the shared pool. A saver on a single connection (not a
-        pool) is returned as is.
+        pool) shares this one's lock (one connection serves one cursor at a time).
+
+        Args:
+            on_writes: awaited with ``(connection, writes)`` inside the transaction that stores each
+                task's pending writes, before them: what it writes commits with them or not at all.
+
         """
-        if not isinstance(self.conn, AsyncConnectionPool):
+        if not isinstance(self.conn, AsyncConnectionPool) and on_writes is None:
             return self
-        return GradeflowSaver(self.conn, serde=self._serde_arg, max_attempts=self.max_attempts,
-                              backoff_seconds=self.backoff_seconds)
+        saver = GradeflowSaver(self.conn, serde=self._serde_arg, max_attempts=self.max_attempts,
+                               backoff_seconds=self.backoff_seconds)
+        if not isinstance(self.conn, AsyncConnectionPool):
+            saver.lock = self.lock
+        saver.on_writes = on_writes
+        return saver
 
     async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         last: Exception | None = None
@@ -175,8 +191,24 @@ class GradeflowSaver(AsyncPostgresSaver):
             CheckpointWriteError: Every try failed.
 
         """
-        put_writes = super().aput_writes
-        await self._retrying("aput_writes", lambda: put_writes(config, writes, task_id, task_path))
+        hook = self.on_writes
+        if hook is None:
+            put_writes = super().aput_writes
+            await self._retrying("aput_writes", lambda: put_writes(config, writes, task_id, task_path))
+            return
+        await self._retrying("aput_writes", lambda: self._put_writes_with(hook, config, writes, task_id, task_path))
+
+    async def _put_writes_with(self, hook: WritesHook, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                               task_id: str, task_path: str) -> None:
+        """``AsyncPostgresSaver.aput_writes`` in one explicit transaction that first awaits ``hook``."""
+        query = (self.UPSERT_CHECKPOINT_WRITES_SQL if all(w[0] in WRITES_IDX_MAP for w in writes)
+                 else self.INSERT_CHECKPOINT_WRITES_SQL)
+        configurable = config["configurable"]
+        params = await asyncio.to_thread(self._dump_writes, configurable["thread_id"], configurable["checkpoint_ns"],
+                                         configurable["checkpoint_id"], task_id, task_path, writes)
+        async with self._cursor(pipeline=True) as cur, cur.connection.transaction():
+            await hook(cur.connection, writes)
+            await cur.executemany(query, params)
 
 
 def _check_pool_kwargs(pool: AsyncConnectionPool) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from agents.rubric import Question
+from infra.db.pools import SET_TENANT_SQL
 
 LOAD_SUBMISSION_SQL = """
 SELECT id::text AS id, exam_id::text AS exam_id, status, trace_id, total, max_total, error, version
@@ -274,6 +275,21 @@ async def record_grader_call(conn: Conn, *, tenant_id: str, submission_id: str,
                              question_id: str, run_id: str, attempt: int) -> None:
     """Insert one grader_calls row (one per question graded)."""
     await conn.execute(INSERT_GRADER_CALL_SQL, (tenant_id, submission_id, question_id, run_id, attempt))
+
+
+async def record_grader_calls_in(conn: Conn, *, tenant_id: str, submission_id: str, question_ids: list[str],
+                                 run_id: str, attempt: int) -> None:
+    """Insert grader_calls rows as ``tenant_id`` inside the caller's open transaction.
+
+    The caller's connection is not one of :meth:`PoolManager.transaction`'s (the checkpoint
+    writes' own, see ``GradeflowSaver.for_run``), so the tenant is set here, for this transaction.
+    """
+    if not question_ids:
+        return
+    await conn.execute(SET_TENANT_SQL, (tenant_id,))
+    async with conn.cursor() as cur:
+        await cur.executemany(INSERT_GRADER_CALL_SQL,
+                              [(tenant_id, submission_id, qid, run_id, attempt) for qid in question_ids])
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
