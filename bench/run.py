@@ -7,7 +7,7 @@ default 8), ``BENCH_ROUNDS`` (measured e2e rounds, each followed by a bare-Tempo
 ``BENCH_RETENTION_N`` (submissions graded for the retention part when e2e did not run; default 20),
 ``BENCH_API_CPU`` (API CPU probes after the e2e rounds, ``C:N`` pairs; default ``1:12,32:64``; empty: none),
 ``BENCH_SCALE_Q`` / ``BENCH_SCALE_N`` / ``BENCH_SCALE_WORKERS`` (the scale part: questions per exam,
-submissions per run, cognitive worker counts; default 200 / 8 / ``1,2``), ``BENCH_KEEP=1`` (keep the
+submissions per run, cognitive worker counts; default 200 / 16 / ``1,2``), ``BENCH_KEEP=1`` (keep the
 stack's data and the platform logs). Output: ``bench/results/<UTC timestamp>.json``.
 """
 

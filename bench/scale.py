@@ -110,7 +110,7 @@ async def run_scale(stack: Any, work_dir: Path, concurrency: int, report: dict[s
     from infra.settings import Settings
     from infra.stack.devserver import ensure_database
 
-    q, n = _env_int("BENCH_SCALE_Q", 200), _env_int("BENCH_SCALE_N", 8)
+    q, n = _env_int("BENCH_SCALE_Q", 200), _env_int("BENCH_SCALE_N", 16)
     workers = [int(w) for w in os.environ.get("BENCH_SCALE_WORKERS", "1,2").split(",") if w.strip()]
     scale: dict[str, Any] = {"questions": q, "n": n, "concurrency": concurrency, "ours": {}}
     report["scale"] = scale
