@@ -99,7 +99,7 @@ def build_peer_graph() -> StateGraph[Any, Any, Any, Any]:
     """The uncompiled graph the plugin registers (it wraps the nodes; the workflow compiles it)."""
     builder: StateGraph[Any, Any, Any, Any] = StateGraph(PeerState)
     builder.add_node("supervisor", supervisor, metadata=dict(IN_WORKFLOW))
-    builder.add_node("grade_question", grade_question, metadata=dict(GRADER_ACTIVITY))  # type: ignore[call-overload]
+    builder.add_node("grade_question", grade_question, metadata=dict(GRADER_ACTIVITY))  # type: ignore[arg-type]
     builder.add_node("aggregate", aggregate, metadata=dict(IN_WORKFLOW))
     builder.add_node("moderate", moderate, metadata=dict(IN_WORKFLOW))
     builder.add_edge(START, "supervisor")

@@ -160,10 +160,8 @@ def cpu_table(rows: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
             continue
         cpu = (fig.get("cpu") or fig).get("cpu_ms_per_item") or {}
         total = (fig.get("cpu") or fig).get("cpu_ms_per_item_total")
-        hist = fig.get("history") if isinstance(fig.get("history"), dict) else {}
+        hist: dict[str, Any] = fig["history"] if isinstance(fig.get("history"), dict) else {}
         cells = [f"{cpu[n]:,.0f}" if n in cpu else "" for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {total if total is not None else 'n/a'} | "
-                     f"{hist.get('events', 'n/a')} / {hist.get('bytes', 'n/a'):,} |"
-                     if isinstance(hist.get("bytes"), int) else
-                     f"| {label} | " + " | ".join(cells) + f" | {total if total is not None else 'n/a'} | n/a |")
+        size = (f"{hist['events']} / {hist['bytes']:,}" if isinstance(hist.get("bytes"), int) else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {total if total is not None else 'n/a'} | {size} |")
     return lines
