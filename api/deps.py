@@ -75,6 +75,8 @@ SubmissionId = Annotated[str, _uuid_path("submission"), AfterValidator(canonical
 """Path parameter: a submission id, canonicalised (lower case, hyphenated)."""
 ExamId = Annotated[str, _uuid_path("exam"), AfterValidator(canonical_uuid)]
 """Path parameter: an exam id, canonicalised (lower case, hyphenated)."""
+BatchId = Annotated[str, _uuid_path("batch"), AfterValidator(canonical_uuid)]
+"""Path parameter: a batch id, canonicalised (lower case, hyphenated)."""
 QuestionId = Annotated[Label, Path(min_length=1, max_length=64, description="The question's id in its exam.")]
 """Path parameter: a question id (1-64 characters, no control characters)."""
 

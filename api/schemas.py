@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from agents.rubric import Question, QuestionType, Rubric
 from infra.text import FiniteFloat, Label, StoredText, json_text_problems
@@ -211,3 +211,80 @@ class RetryOut(BaseModel):
     """The run that gave up (``None``: the workflow had never started)."""
     resume_thread_id: str
     """Checkpoint thread the new run resumes from: questions graded before are not graded again."""
+
+
+MAX_BATCH_SUBMISSIONS = 500
+"""Most submissions one batch may hold (new and existing together); see ``infra.stores.batches``."""
+
+
+class BatchSubmission(BaseModel):
+    """One new submission of a batch (``POST /v1/exams/{id}/batches``): as ``POST /v1/submissions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    student_id: Label = Field(min_length=1, max_length=200)
+    """The student's id in the caller's system."""
+    answers: dict[QuestionKey, Answer] = Field(max_length=MAX_QUESTIONS)
+    """question_id -> answer."""
+    external_id: Label | None = Field(default=None, min_length=1, max_length=200)
+    """Caller's own id; repeating (exam, student, external_id) reuses the first submission."""
+
+
+class BatchCreate(BaseModel):
+    """``POST /v1/exams/{id}/batches`` body: new submissions, existing submission ids, or both."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"submissions": [{"student_id": "s-1", "answers": {"q1": "b"}, "external_id": "lms-1"},
+                         {"student_id": "s-2", "answers": {"q1": "a"}, "external_id": "lms-2"}],
+         "max_concurrent": 5}]})
+
+    submissions: list[BatchSubmission] = Field(default_factory=list, max_length=MAX_BATCH_SUBMISSIONS)
+    """New submissions, stored in one transaction with the batch (any bad answer stores nothing)."""
+    submission_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BATCH_SUBMISSIONS)
+    """Existing submissions of this exam to grade (a finished grading is not run again)."""
+    max_concurrent: int = Field(default=10, ge=1)
+    """Child gradings at once, at most; capped by the ``GRADEFLOW_BATCH_MAX_CONCURRENT`` setting."""
+
+    @model_validator(mode="after")
+    def _size(self) -> BatchCreate:
+        size = len(self.submissions) + len(self.submission_ids)
+        if size > MAX_BATCH_SUBMISSIONS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_SUBMISSIONS} submissions")
+        if size == 0:
+            raise ValueError("give submissions or submission_ids (or both)")
+        return self
+
+
+class BatchAccepted(BaseModel):
+    """``202`` reply to a batch."""
+
+    batch_id: str
+    workflow_id: str
+    """``batch-<batch_id>``."""
+    exam_id: str
+    trace_id: str
+    total: int
+    """Submissions in the batch."""
+    max_concurrent: int
+    """The bound applied (the request's, capped by the setting)."""
+    submission_ids: list[str]
+    """The batch's submissions in order (each graded by workflow ``grade-<id>``)."""
+
+
+class BatchOut(BaseModel):
+    """``GET /v1/batches/{id}``: a batch's progress."""
+
+    batch_id: str
+    exam_id: str
+    workflow_id: str
+    total: int
+    max_concurrent: int
+    counts: dict[str, int]
+    """Submissions per status (``source`` temporal: the batch's children, with ``running``/``pending``)."""
+    done: int
+    """Submissions graded (or given up)."""
+    percentage: float
+    """0..100."""
+    source: str
+    """``temporal`` (the running batch workflow's query) or ``database`` (the submissions' statuses)."""
+    created_at: str

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     """Longest wait between two retries of an activity, seconds."""
     review_deadline: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Seconds a needs_review submission waits for a reviewer before it is escalated."""
+    batch_max_concurrent: int = Field(default=20, ge=1)
+    """Most child gradings one batch runs at once; a batch request's ``max_concurrent`` is capped to it."""
     progress_signal_interval: float = Field(default=0.5, ge=0)
     """Least seconds between progress signals from the agent to its workflow (Redis gets every step)."""
     low_confidence_threshold: float = Field(default=0.6, ge=0, le=1)

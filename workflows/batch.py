@@ -3,6 +3,9 @@
 At most ``max_concurrent`` children run at once (ARCHITECTURE property 21): a child is started
 only after ``wait_condition`` sees a free slot, and the slot is freed when its result (or error)
 arrives. ``get_progress`` aggregates the children's outcomes.
+
+``BatchInput`` lives in :mod:`workflows.types` (starting a batch imports no workflow code) and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -12,21 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from infra.constants import BATCH_GRADING_WORKFLOW, QUERY_PROGRESS, grading_workflow_id
+    from infra.constants import (
+        BATCH_GRADING_WORKFLOW,
+        QUERY_PROGRESS,
+        SEARCH_ATTR_SUBMISSION,
+        SEARCH_ATTR_TENANT,
+        SEARCH_ATTR_TRACE,
+        grading_workflow_id,
+    )
     from workflows.grading import GradingInput, GradingOutput, GradingWorkflow, ProgressView
-
-
-@dataclass
-class BatchInput:
-    """Input of :class:`BatchGradingWorkflow`."""
-
-    submissions: list[GradingInput]
-    """One grading per submission (child workflow id ``grade-<submission_id>``)."""
-    max_concurrent: int = 10
-    """Children running at once, at most."""
+    from workflows.types import BatchInput
 
 
 @dataclass
@@ -39,6 +46,9 @@ class BatchOutput:
     """Most children observed running at once."""
 
 
+__all__ = ["BatchGradingWorkflow", "BatchInput", "BatchOutput"]
+
+
 @workflow.defn(name=BATCH_GRADING_WORKFLOW)
 class BatchGradingWorkflow:
     """Fans out child gradings with bounded concurrency and aggregates their progress."""
@@ -49,6 +59,7 @@ class BatchGradingWorkflow:
         self._max_running = 0
         self._statuses: dict[str, str] = {}
         self._updated_at = ""
+        self._batch_id = ""
 
     def _touch(self) -> None:
         self._updated_at = workflow.now().isoformat()
@@ -59,6 +70,7 @@ class BatchGradingWorkflow:
         if inp.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self._total = len(inp.submissions)
+        self._batch_id = inp.batch_id
         self._touch()
         tasks: list[asyncio.Task[None]] = []
         for sub in inp.submissions:
@@ -73,9 +85,22 @@ class BatchGradingWorkflow:
 
     async def _grade(self, sub: GradingInput) -> None:
         try:
+            # Like a single grading (infra.temporal.starter): tenant, trace and submission in memo and
+            # search attributes, so a child is found and traced as if the API had started it.
+            memo = {"trace_id": sub.trace_id, "tenant_id": sub.tenant_id}
+            if self._batch_id:
+                memo["batch_id"] = self._batch_id
+            attributes = TypedSearchAttributes([
+                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_TENANT), sub.tenant_id),
+                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_TRACE), sub.trace_id),
+                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_SUBMISSION), sub.submission_id)])
             result: GradingOutput = await workflow.execute_child_workflow(
                 GradingWorkflow.run, sub, id=grading_workflow_id(sub.submission_id),
-                task_queue=workflow.info().task_queue,
+                task_queue=workflow.info().task_queue, memo=memo, search_attributes=attributes,
+                # A finished grading is never re-run by a batch (as starter.start_grading without restart).
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Grade submission {sub.submission_id} of exam {sub.exam_id} "
+                               f"(tenant {sub.tenant_id})",
             )
             self._statuses[sub.submission_id] = result.status
         except WorkflowAlreadyStartedError:

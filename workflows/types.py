@@ -45,6 +45,18 @@ class GradingInput:
 
 
 @dataclass
+class BatchInput:
+    """Input of :class:`BatchGradingWorkflow`."""
+
+    submissions: list[GradingInput]
+    """One grading per submission (child workflow id ``grade-<submission_id>``)."""
+    max_concurrent: int = 10
+    """Children running at once, at most."""
+    batch_id: str = ""
+    """The batch's id (``batches`` row), carried in each child's memo; empty for an unrecorded batch."""
+
+
+@dataclass
 class GradingOutput:
     """Result of :class:`GradingWorkflow`."""
 

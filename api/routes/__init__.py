@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.routes import dlq, exams, health, listing, metrics, progress, retry, review, submissions, traces, ws
+from api.routes import batches, dlq, exams, health, listing, metrics, progress, retry, review, submissions, traces, ws
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,6 +12,7 @@ api_router.include_router(submissions.router)
 api_router.include_router(progress.router)
 api_router.include_router(review.router)
 api_router.include_router(retry.router)
+api_router.include_router(batches.router)
 api_router.include_router(dlq.router)
 api_router.include_router(traces.router)
 api_router.include_router(ws.router)

@@ -105,45 +105,80 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
     eid = parse_uuid(exam_id)
     if eid is None:
         raise ExamNotFoundError(exam_id)
-    exam_id = str(eid)  # one spelling in the event
+    async with pools.transaction(tenant_id) as conn:
+        questions = await exam_questions(conn, eid)
+        await ensure_tenant(conn, tenant_id)
+        return await intake(conn, tenant_id, exam_id=eid, questions=questions, student_id=student_id,
+                            answers=answers, trace_id=trace_id, external_id=external_id,
+                            submitted_by=submitted_by)
+
+
+async def exam_questions(conn: Any, exam_id: uuid.UUID) -> dict[str, Any]:
+    """The exam's current questions by id, read in the intake transaction.
+
+    Raises:
+        ExamNotFoundError: unknown exam (or another tenant's).
+
+    """
+    if await (await conn.execute(EXAM_EXISTS_SQL, (exam_id,))).fetchone() is None:
+        raise ExamNotFoundError(str(exam_id))
+    return {s.question.id: s.question for s in await load_questions(conn, exam_id)}
+
+
+def validate_answers(questions: dict[str, Any], answers: dict[str, Any],
+                     field_prefix: str = "answers") -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Normalise answers against the exam's questions: ``(normalised, problems)``."""
+    normalised, problems = {}, []
+    for qid, raw in answers.items():
+        if qid not in questions:
+            problems.append({"field": f"{field_prefix}.{qid}", "message": "unknown question for this exam"})
+            continue
+        try:
+            normalised[qid] = validate_answer(questions[qid], raw)
+        except ValueError as exc:
+            problems.append({"field": f"{field_prefix}.{qid}", "message": str(exc)})
+    return normalised, problems
+
+
+async def intake(conn: Any, tenant_id: str, *, exam_id: uuid.UUID, questions: dict[str, Any], student_id: str,
+                 answers: dict[str, Any], trace_id: str, external_id: str | None = None,
+                 submitted_by: str | None = None, field_prefix: str = "answers",
+                 event_extra: dict[str, Any] | None = None) -> CreatedSubmission:
+    """Store one submission, its answers and ``submission.received`` in the caller's transaction.
+
+    The tenant row must exist (:func:`infra.stores.exams.ensure_tenant`). ``event_extra`` adds keys
+    to the event's payload (a batch's id: the batch starts the grading, not the relay).
+
+    Raises:
+        AnswerErrors: answers to unknown questions or of the wrong type (fields named ``field_prefix.<qid>``).
+
+    """
+    exam = str(exam_id)  # one spelling in the event
+    normalised, problems = validate_answers(questions, answers, field_prefix)
+    if problems:
+        raise AnswerErrors(problems)
     sid = uuid.uuid4()
     workflow_id = grading_workflow_id(str(sid))
-    async with pools.transaction(tenant_id) as conn:
-        if await (await conn.execute(EXAM_EXISTS_SQL, (eid,))).fetchone() is None:
-            raise ExamNotFoundError(exam_id)
-        questions = {s.question.id: s.question for s in await load_questions(conn, eid)}
-        normalised, problems = {}, []
-        for qid, raw in answers.items():
-            if qid not in questions:
-                problems.append({"field": f"answers.{qid}", "message": "unknown question for this exam"})
-                continue
-            try:
-                normalised[qid] = validate_answer(questions[qid], raw)
-            except ValueError as exc:
-                problems.append({"field": f"answers.{qid}", "message": str(exc)})
-        if problems:
-            raise AnswerErrors(problems)
-        await ensure_tenant(conn, tenant_id)
-        cur = await conn.execute(INSERT_SUBMISSION_SQL, {
-            "id": sid, "tenant_id": tenant_id, "exam_id": eid, "student_id": student_id,
-            "external_id": external_id, "status": SubmissionStatus.QUEUED.value,
-            "max_total": sum(q.max_points for q in questions.values()), "workflow_id": workflow_id,
-            "trace_id": trace_id, "submitted_by": submitted_by})
-        if await cur.fetchone() is None:
-            cur = await conn.execute(SELECT_BY_EXTERNAL_SQL, (eid, student_id, external_id))
-            old = await cur.fetchone()
-            if old is None:  # the INSERT conflicted, so the submission with this external id exists
-                raise RuntimeError(f"submission {external_id!r} conflicted on insert but was not found")
-            return CreatedSubmission(str(old["id"]), old["workflow_id"], old["trace_id"], old["status"], False)
-        async with conn.cursor() as cur:
-            await cur.executemany(INSERT_ANSWER_SQL, [
-                {"submission_id": sid, "question_id": qid, "tenant_id": tenant_id, "answer": Jsonb(a)}
-                for qid, a in normalised.items()])
-        await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_RECEIVED.value,
-                        target_type="submission", target_id=str(sid),
-                        payload={"submission_id": str(sid), "exam_id": exam_id, "student_id": student_id,
-                                 "trace_id": trace_id},
-                        trace_id=trace_id, correlation_id=str(sid))
+    cur = await conn.execute(INSERT_SUBMISSION_SQL, {
+        "id": sid, "tenant_id": tenant_id, "exam_id": exam_id, "student_id": student_id,
+        "external_id": external_id, "status": SubmissionStatus.QUEUED.value,
+        "max_total": sum(q.max_points for q in questions.values()), "workflow_id": workflow_id,
+        "trace_id": trace_id, "submitted_by": submitted_by})
+    if await cur.fetchone() is None:
+        cur = await conn.execute(SELECT_BY_EXTERNAL_SQL, (exam_id, student_id, external_id))
+        old = await cur.fetchone()
+        if old is None:  # the INSERT conflicted, so the submission with this external id exists
+            raise RuntimeError(f"submission {external_id!r} conflicted on insert but was not found")
+        return CreatedSubmission(str(old["id"]), old["workflow_id"], old["trace_id"], old["status"], False)
+    async with conn.cursor() as cur:
+        await cur.executemany(INSERT_ANSWER_SQL, [
+            {"submission_id": sid, "question_id": qid, "tenant_id": tenant_id, "answer": Jsonb(a)}
+            for qid, a in normalised.items()])
+    await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_RECEIVED.value,
+                    target_type="submission", target_id=str(sid),
+                    payload={"submission_id": str(sid), "exam_id": exam, "student_id": student_id,
+                             "trace_id": trace_id, **(event_extra or {})},
+                    trace_id=trace_id, correlation_id=str(sid))
     return CreatedSubmission(str(sid), workflow_id, trace_id, SubmissionStatus.QUEUED.value, True)
 
 

@@ -109,7 +109,9 @@ def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_Q
     """Build the outbox relay handler that starts gradings for ``submission.received`` events.
 
     The handler reads ``submission_id``, ``exam_id`` and ``trace_id`` from the event payload
-    (falling back to the envelope's ``target_id`` and ``trace_id``); other event types are ignored.
+    (falling back to the envelope's ``target_id`` and ``trace_id``); other event types are ignored, and so
+    are events of a batch's submissions (payload ``batch_id``): the batch workflow starts them, at most
+    ``max_concurrent`` at once (the stranded-submission sweep still starts any a lost batch never did).
     Starting is idempotent, so redelivered events are harmless. ``overrides`` are passed on to
     :func:`start_grading` (e.g. ``cognitive_queue``). Starts go through a traced copy of ``client``
     under the stored trace id, so the workflow, its activities and graph nodes continue that trace.
@@ -120,6 +122,8 @@ def make_reconciler_handler(client: Client, *, task_queue: str = ORCHESTRATION_Q
         if event.event_type != EventType.SUBMISSION_RECEIVED:
             return
         payload = event.payload or {}
+        if payload.get("batch_id"):
+            return
         submission_id = str(payload.get("submission_id") or event.target_id)
         exam_id = str(payload.get("exam_id") or "")
         trace_id = str(payload.get("trace_id") or event.trace_id or "")
