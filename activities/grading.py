@@ -116,19 +116,25 @@ class GradingActivities:
                 state machine refuses the write; nothing is committed then.
 
         """
-        status = SubmissionStatus.NEEDS_REVIEW if inp.flagged else SubmissionStatus.COMPLETED
+        flagged, total = list(inp.flagged), inp.total
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
+                if inp.keep_reviewed:  # a regrade: a reviewer's score stands, so it asks for no review
+                    reviewed = await grading.reviewed_questions(conn, inp.submission_id)
+                    flagged = [q for q in flagged if q not in reviewed]
+                status = SubmissionStatus.NEEDS_REVIEW if flagged else SubmissionStatus.COMPLETED
                 row = await grading.save_results(
                     conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id, grades=inp.grades,
-                    status=status, total=inp.total, max_total=inp.max_total,
+                    status=status, total=inp.total, max_total=inp.max_total, keep_reviewed=inp.keep_reviewed,
                 )
+                if row.get("total") is not None:
+                    total = float(row["total"])
                 await add_event(
                     conn, tenant_id=inp.tenant_id, event_type=EventType.SUBMISSION_GRADED,
                     target_type="submission", target_id=inp.submission_id, version=row["version"],
-                    payload={"status": status, "total": inp.total, "max_total": inp.max_total,
+                    payload={"status": status, "total": total, "max_total": inp.max_total,
                              "exam_id": row["exam_id"],
-                             "flagged": inp.flagged},
+                             "flagged": flagged},
                     trace_id=inp.trace_id or None,
                     event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_GRADED, status),
                 )
@@ -144,7 +150,7 @@ class GradingActivities:
             raise _permanent(exc, "InvalidResult") from exc
         await self._refresh_view(inp.tenant_id, inp.submission_id)
         await live.publish_status(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
-                                  status=status, data={"total": inp.total, "max_total": inp.max_total})
+                                  status=status, data={"total": total, "max_total": inp.max_total})
         return PersistOutput(status=row["status"], version=int(row["version"]))
 
     @activity.defn

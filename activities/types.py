@@ -125,6 +125,8 @@ class PersistInput:
     """Trace id, recorded on the outbox event."""
     thread_id: str = ""
     """Checkpoint thread the agent finished on (recorded for checkpoint retention)."""
+    keep_reviewed: bool = False
+    """A regrade keeping reviewers' scores: questions a reviewer overrode keep their row (and are not flagged)."""
 
 
 @dataclass

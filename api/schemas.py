@@ -7,7 +7,7 @@ graders could not grade, naming the field.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
@@ -288,3 +288,35 @@ class BatchOut(BaseModel):
     source: str
     """``temporal`` (the running batch workflow's query) or ``database`` (the submissions' statuses)."""
     created_at: str
+    kind: str = "grade"
+    """``grade`` or ``regrade``."""
+
+
+class RegradeCreate(BaseModel):
+    """``POST /v1/exams/{id}/regrade`` body: which finished submissions to grade again with the current rubric."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"scope": "before_version", "rubric_version": 3, "max_concurrent": 5},
+        {"scope": "ids", "submission_ids": ["123e4567-e89b-12d3-a456-426614174000"], "override_reviewed": True}]})
+
+    scope: Literal["all", "flagged", "before_version", "ids"]
+    """``all`` finished submissions; ``flagged`` (a result was flagged or set by a reviewer); ``before_version``
+    (a result graded with a rubric version below ``rubric_version``); ``ids`` (``submission_ids``)."""
+    rubric_version: int | None = Field(default=None, ge=1)
+    """With ``before_version``: regrade results graded with an older rubric version than this."""
+    submission_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BATCH_SUBMISSIONS)
+    """With ``ids``: the submissions (finished ones of this exam)."""
+    override_reviewed: bool = False
+    """``true``: a score a reviewer set is replaced too; ``false``: it is kept."""
+    max_concurrent: int = Field(default=10, ge=1)
+    """Gradings at once, at most; capped by ``GRADEFLOW_BATCH_MAX_CONCURRENT``."""
+
+    @model_validator(mode="after")
+    def _scope_fields(self) -> RegradeCreate:
+        if self.scope == "before_version" and self.rubric_version is None:
+            raise ValueError("scope before_version needs rubric_version")
+        if self.scope == "ids" and not self.submission_ids:
+            raise ValueError("scope ids needs submission_ids")
+        if self.scope != "ids" and self.submission_ids:
+            raise ValueError("submission_ids go with scope ids only")
+        return self

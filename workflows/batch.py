@@ -60,6 +60,7 @@ class BatchGradingWorkflow:
         self._statuses: dict[str, str] = {}
         self._updated_at = ""
         self._batch_id = ""
+        self._regrade = False
 
     def _touch(self) -> None:
         self._updated_at = workflow.now().isoformat()
@@ -71,6 +72,7 @@ class BatchGradingWorkflow:
             raise ValueError("max_concurrent must be at least 1")
         self._total = len(inp.submissions)
         self._batch_id = inp.batch_id
+        self._regrade = inp.regrade
         self._touch()
         tasks: list[asyncio.Task[None]] = []
         for sub in inp.submissions:
@@ -97,8 +99,10 @@ class BatchGradingWorkflow:
             result: GradingOutput = await workflow.execute_child_workflow(
                 GradingWorkflow.run, sub, id=grading_workflow_id(sub.submission_id),
                 task_queue=workflow.info().task_queue, memo=memo, search_attributes=attributes,
-                # A finished grading is never re-run by a batch (as starter.start_grading without restart).
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # A finished grading is re-run only by a regrade batch (a running one is never joined:
+                # the child start fails, "already_started"), as starter.start_grading(restart=...).
+                id_reuse_policy=(WorkflowIDReusePolicy.ALLOW_DUPLICATE if self._regrade
+                                 else WorkflowIDReusePolicy.REJECT_DUPLICATE),
                 static_summary=f"Grade submission {sub.submission_id} of exam {sub.exam_id} "
                                f"(tenant {sub.tenant_id})",
             )

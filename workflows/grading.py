@@ -106,7 +106,8 @@ class GradingWorkflow:
             persisted = await workflow.execute_activity_method(
                 GradingActivities.persist_grading_result,
                 PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
-                             agent.flagged, inp.trace_id, thread_id=agent.thread_id),
+                             agent.flagged, inp.trace_id, thread_id=agent.thread_id,
+                             keep_reviewed=inp.keep_reviewed),
                 **self._db_options(inp))
         except ActivityError as err:
             raise await self._intervention(inp, err) from err

@@ -42,6 +42,8 @@ class GradingInput:
     """Longest wait between two retries of an activity, seconds."""
     resume_thread_id: str = ""
     """Checkpoint thread of an earlier run to resume from (an operator's retry); empty: this run's."""
+    keep_reviewed: bool = False
+    """A regrade keeping reviewers' scores (questions a reviewer overrode keep their stored row)."""
 
 
 @dataclass
@@ -52,6 +54,8 @@ class BatchInput:
     """One grading per submission (child workflow id ``grade-<submission_id>``)."""
     max_concurrent: int = 10
     """Children running at once, at most."""
+    regrade: bool = False
+    """Grade again: a child whose earlier grading finished gets a new run (never two runs at once)."""
     batch_id: str = ""
     """The batch's id (``batches`` row), carried in each child's memo; empty for an unrecorded batch."""
 

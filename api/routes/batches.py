@@ -4,7 +4,8 @@
 intake, in one transaction) and starts ``BatchGradingWorkflow`` (``batch-<batch_id>``), whose
 children are the submissions' ``GradingWorkflow``s (``grade-<submission_id>``). ``GET
 /v1/batches/{id}`` asks the running batch workflow for its progress, and the database once it has
-finished (or Temporal cannot answer). Reviewers and admins only.
+finished (or Temporal cannot answer). ``POST /v1/exams/{id}/regrade`` is a batch of finished
+submissions graded again (``regrade``: a new run of each ``grade-<id>``). Reviewers and admins only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from api.auth import AUTHOR, PrincipalDep
 from api.deps import BatchId, ExamId, PoolsDep, SettingsDep, TemporalDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from api.routes.progress import _query
-from api.schemas import BatchAccepted, BatchCreate, BatchOut
+from api.schemas import BatchAccepted, BatchCreate, BatchOut, RegradeCreate
 from infra.observability.tracing import current_trace_id
 from infra.stores import batches, submissions
 from infra.temporal.batches import start_batch
@@ -33,7 +34,7 @@ START_TIMEOUT_SECONDS = 10.0
 
 
 async def _start(temporal: Any, settings: Any, created: batches.CreatedBatch, tenant: str,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], *, regrade: bool = False, keep_reviewed: bool = False) -> None:
     """Start the batch workflow; on failure only log it.
 
     The batch is stored: the stranded-submission sweep grades its queued submissions, one by one,
@@ -47,7 +48,7 @@ async def _start(temporal: Any, settings: Any, created: batches.CreatedBatch, te
             temporal, batch_id=created.batch_id, workflow_id=created.workflow_id, tenant_id=tenant,
             exam_id=created.exam_id, trace_id=created.trace_id,
             items=[(i.submission_id, i.trace_id) for i in created.items], max_concurrent=created.max_concurrent,
-            settings=settings, **options), START_TIMEOUT_SECONDS)
+            settings=settings, regrade=regrade, keep_reviewed=keep_reviewed, **options), START_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - stored: the stranded-submission sweep grades its submissions
         logger.warning("could not start batch %s (%s: %s); the stranded-submission sweep grades its "
                        "submissions", created.workflow_id, type(exc).__name__, exc)
@@ -84,10 +85,46 @@ async def create_batch(exam_id: ExamId, body: BatchCreate, principal: PrincipalD
                            errors=[{"field": "submission_ids", "message": f"unknown submission {i}"}
                                    for i in exc.ids]) from None
     await _start(temporal, settings, created, tenant, dict(request.app.state.grading_options))
+    return _accepted(created, response)
+
+
+def _accepted(created: batches.CreatedBatch, response: Response) -> dict:
     response.headers["Location"] = f"/v1/batches/{created.batch_id}"
     return {"batch_id": created.batch_id, "workflow_id": created.workflow_id, "exam_id": created.exam_id,
-            "trace_id": created.trace_id, "total": len(created.items), "max_concurrent": max_concurrent,
+            "trace_id": created.trace_id, "total": len(created.items), "max_concurrent": created.max_concurrent,
             "submission_ids": [i.submission_id for i in created.items]}
+
+
+@router.post("/v1/exams/{exam_id}/regrade", status_code=202, response_model=BatchAccepted, dependencies=[AUTHOR])
+async def regrade(exam_id: ExamId, body: RegradeCreate, principal: PrincipalDep, tenant: TenantDep,
+                  pools: PoolsDep, temporal: TemporalDep, settings: SettingsDep, trace_id: TraceIdDep,
+                  request: Request, response: Response) -> dict:
+    """Grade finished submissions again with the current rubric, through a batch (``GET /v1/batches/{id}``).
+
+    Each selected submission gets a new run of its ``grade-<id>`` workflow (a submission still grading
+    or waiting for review is not selected: never two runs at once). A score a reviewer set is kept
+    unless ``override_reviewed``. Send ``Idempotency-Key`` so a retried request starts nothing new.
+    """
+    trace_id = current_trace_id() or trace_id
+    max_concurrent = min(body.max_concurrent, settings.batch_max_concurrent)
+    try:
+        ids = await batches.regrade_candidates(pools, tenant, exam_id=exam_id, scope=body.scope,
+                                               rubric_version=body.rubric_version,
+                                               submission_ids=[str(i) for i in body.submission_ids])
+        created = await batches.create_batch(pools, tenant, exam_id=exam_id, trace_id=trace_id,
+                                             max_concurrent=max_concurrent, submission_ids=ids,
+                                             created_by=principal.sub, kind="regrade",
+                                             override_reviewed=body.override_reviewed)
+    except submissions.ExamNotFoundError:
+        raise ProblemError(404, f"No exam {exam_id!r} for this tenant.", type_="exam-not-found") from None
+    except batches.UnknownSubmissionsError as exc:
+        raise ProblemError(422, "Some submission ids are not finished submissions of this exam.",
+                           type_="validation-error",
+                           errors=[{"field": "submission_ids", "message": f"not regradable: {i}"}
+                                   for i in exc.ids]) from None
+    await _start(temporal, settings, created, tenant, dict(request.app.state.grading_options), regrade=True,
+                 keep_reviewed=not body.override_reviewed)
+    return _accepted(created, response)
 
 
 def _from_query(view: dict[str, Any]) -> tuple[dict[str, int], int, float]:
@@ -117,5 +154,5 @@ async def get_batch(batch_id: BatchId, tenant: TenantDep, pools: PoolsDep, tempo
         source = "database"
     return {"batch_id": batch["id"], "exam_id": batch["exam_id"], "workflow_id": batch["workflow_id"],
             "total": total, "max_concurrent": batch["max_concurrent"], "counts": counts, "done": done,
-            "percentage": round(percentage, 2), "source": source,
+            "percentage": round(percentage, 2), "source": source, "kind": batch["kind"],
             "created_at": batch["created_at"].isoformat()}

@@ -27,16 +27,32 @@ DONE_STATUSES = frozenset({SubmissionStatus.COMPLETED.value, SubmissionStatus.NE
 """Statuses counted as graded (or given up) in a batch's database percentage."""
 
 INSERT_BATCH_SQL = """
-INSERT INTO batches (id, tenant_id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by)
+INSERT INTO batches (id, tenant_id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by, kind,
+                     override_reviewed)
 VALUES (%(id)s, %(tenant_id)s, %(exam_id)s, %(workflow_id)s, %(max_concurrent)s, %(total)s, %(trace_id)s,
-        %(created_by)s)"""
+        %(created_by)s, %(kind)s, %(override_reviewed)s)"""
 INSERT_ITEM_SQL = """
 INSERT INTO batch_items (batch_id, position, submission_id, tenant_id)
 VALUES (%(batch_id)s, %(position)s, %(submission_id)s, %(tenant_id)s)"""
 SELECT_EXISTING_SQL = "SELECT id, trace_id FROM submissions WHERE exam_id = %s AND id = ANY(%s)"
 SELECT_BATCH_SQL = """
-SELECT id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by, created_at
+SELECT id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by, created_at, kind,
+       override_reviewed
   FROM batches WHERE id = %s"""
+REGRADABLE = ("completed", "failed")
+"""Statuses a regrade takes: a finished grading (a running or waiting one is left alone)."""
+REGRADE_SCOPE_SQL = {
+    "all": "SELECT s.id::text AS id FROM submissions s WHERE s.exam_id = %(exam)s AND s.status = ANY(%(statuses)s)",
+    "flagged": """SELECT s.id::text AS id FROM submissions s WHERE s.exam_id = %(exam)s AND s.status = ANY(%(statuses)s)
+   AND EXISTS (SELECT 1 FROM grading_results r WHERE r.submission_id = s.id AND (r.flagged OR r.overridden))""",
+    "before_version": """SELECT s.id::text AS id FROM submissions s
+ WHERE s.exam_id = %(exam)s AND s.status = ANY(%(statuses)s)
+   AND EXISTS (SELECT 1 FROM grading_results r WHERE r.submission_id = s.id AND r.rubric_version < %(version)s)""",
+    "ids": """SELECT s.id::text AS id FROM submissions s
+ WHERE s.exam_id = %(exam)s AND s.status = ANY(%(statuses)s) AND s.id = ANY(%(ids)s)""",
+}
+"""Submissions a regrade scope selects (ordered by the caller's query suffix)."""
+REGRADE_ORDER = " ORDER BY s.created_at, s.id"
 SELECT_ITEMS_SQL = """
 SELECT i.submission_id::text AS submission_id, s.trace_id
   FROM batch_items i JOIN submissions s ON s.id = i.submission_id
@@ -88,7 +104,8 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trace_id: str, max_concurrent: int,
                        new_submissions: Sequence[dict[str, Any]] = (), submission_ids: Sequence[str] = (),
-                       created_by: str | None = None, chunk_size: int = BATCH_CHUNK) -> CreatedBatch:
+                       created_by: str | None = None, chunk_size: int = BATCH_CHUNK, kind: str = "grade",
+                       override_reviewed: bool = False) -> CreatedBatch:
     """Store a batch of new submissions (``{student_id, answers, external_id?}``) or existing ids.
 
     Everything is one transaction: a bad answer anywhere stores nothing. A repeated
@@ -139,7 +156,7 @@ async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trac
         await conn.execute(INSERT_BATCH_SQL, {
             "id": batch_id, "tenant_id": tenant_id, "exam_id": eid, "workflow_id": workflow_id,
             "max_concurrent": max_concurrent, "total": len(unique), "trace_id": trace_id,
-            "created_by": created_by})
+            "created_by": created_by, "kind": kind, "override_reviewed": override_reviewed})
         for chunk_start, chunk in zip(range(0, len(unique), chunk_size), _chunks(unique, chunk_size),
                                       strict=True):
             async with conn.cursor() as cur:
@@ -170,3 +187,34 @@ async def batch_counts(pools: PoolManager, tenant_id: str, batch_id: str) -> dic
     async with pools.transaction(tenant_id) as conn:
         rows = await (await conn.execute(COUNT_ITEMS_SQL, (bid,))).fetchall()
     return {r["status"]: r["n"] for r in rows}
+
+
+async def regrade_candidates(pools: PoolManager, tenant_id: str, *, exam_id: str, scope: str,
+                             rubric_version: int | None = None, submission_ids: Sequence[str] = ()) -> list[str]:
+    """Ids of the exam's finished submissions a regrade scope selects, oldest first.
+
+    Scopes: ``all``; ``flagged`` (a result was flagged for review, or a reviewer set a score);
+    ``before_version`` (a result graded with a rubric version below ``rubric_version``); ``ids``.
+
+    Raises:
+        ExamNotFoundError: unknown exam (or another tenant's).
+        UnknownSubmissionsError: with scope ``ids``, ids that are not finished submissions of the exam.
+
+    """
+    eid = parse_uuid(exam_id)
+    if eid is None:
+        raise ExamNotFoundError(exam_id)
+    wanted = [parse_uuid(i) for i in submission_ids]
+    if None in wanted:
+        raise UnknownSubmissionsError([s for s, u in zip(submission_ids, wanted, strict=True) if u is None])
+    async with pools.transaction(tenant_id) as conn:
+        await exam_questions(conn, eid)  # 404 for an unknown exam
+        rows = await (await conn.execute(REGRADE_SCOPE_SQL[scope] + REGRADE_ORDER, {
+            "exam": eid, "statuses": list(REGRADABLE), "version": rubric_version, "ids": wanted})).fetchall()
+    found = [r["id"] for r in rows]
+    if scope == "ids":
+        missing = [str(u) for u in wanted if str(u) not in set(found)]
+        if missing:
+            raise UnknownSubmissionsError(missing)
+        return [str(u) for u in dict.fromkeys(wanted)]
+    return found

@@ -57,6 +57,12 @@ ON CONFLICT (submission_id, question_id) DO UPDATE
        flagged = EXCLUDED.flagged, overridden = false, updated_at = now()
 """
 
+UPSERT_KEEP_REVIEWED_SQL = UPSERT_RESULT_SQL.rstrip() + """
+ WHERE NOT grading_results.overridden
+"""
+"""A regrade that keeps reviewers' scores: a row a reviewer overrode is left as it is."""
+SELECT_OVERRIDDEN_SQL = "SELECT question_id FROM grading_results WHERE submission_id = %s AND overridden"
+
 OVERRIDE_SCORE_SQL = """
 UPDATE grading_results SET score = %(score)s, overridden = true, flagged = false, updated_at = now()
  WHERE submission_id = %(submission_id)s AND question_id = %(question_id)s
@@ -200,8 +206,11 @@ async def set_status(conn: Conn, submission_id: str, status: str, *,
 
 async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
                        grades: list[dict[str, Any]], status: str, total: float,
-                       max_total: float) -> dict[str, Any]:
+                       max_total: float, keep_reviewed: bool = False) -> dict[str, Any]:
     """Upsert one grading_results row per grade, then set the submission's status and totals.
+
+    With ``keep_reviewed`` (a regrade) rows a reviewer overrode are kept and the total is the sum of
+    the stored scores.
 
     Returns:
         ``{"status", "version"}`` of the submission after the update.
@@ -212,7 +221,7 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
 
     """
     async with conn.cursor() as cur:  # one pipelined batch, not a round trip per question
-        await cur.executemany(UPSERT_RESULT_SQL, [{
+        await cur.executemany(UPSERT_KEEP_REVIEWED_SQL if keep_reviewed else UPSERT_RESULT_SQL, [{
             "submission_id": submission_id, "tenant_id": tenant_id,
             "question_id": grade["question_id"], "score": grade["score"],
             "max_points": grade["max_points"], "confidence": grade["confidence"],
@@ -227,7 +236,16 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
     row = await cur.fetchone()
     if row is None:
         raise SubmissionNotFoundError(f"submission {submission_id} not found")
+    if keep_reviewed:
+        kept = await (await conn.execute(RECOMPUTE_TOTAL_SQL, {"id": submission_id})).fetchone()
+        return {**row, "total": kept["total"] if kept else total}
     return dict(row)
+
+
+async def reviewed_questions(conn: Conn, submission_id: str) -> set[str]:
+    """Questions of a submission whose score a reviewer set (``overridden``)."""
+    rows = await (await conn.execute(SELECT_OVERRIDDEN_SQL, (submission_id,))).fetchall()
+    return {r["question_id"] for r in rows}
 
 
 async def apply_overrides(conn: Conn, submission_id: str, overrides: dict[str, float],

@@ -28,24 +28,33 @@ logger = logging.getLogger(__name__)
 
 
 def batch_input(*, batch_id: str, tenant_id: str, exam_id: str, items: list[tuple[str, str]],
-                max_concurrent: int, settings: Any = None, **overrides: Any) -> BatchInput:
-    """Build the batch workflow's input; ``items`` are ``(submission_id, trace_id)`` pairs."""
+                max_concurrent: int, settings: Any = None, regrade: bool = False, keep_reviewed: bool = False,
+                **overrides: Any) -> BatchInput:
+    """Build the batch workflow's input; ``items`` are ``(submission_id, trace_id)`` pairs.
+
+    ``regrade``: finished gradings get a new run; ``keep_reviewed``: scores a reviewer set are kept.
+    """
+    if keep_reviewed:
+        overrides = {**overrides, "keep_reviewed": True}
     children: list[GradingInput] = [
         grading_input(submission_id=sid, tenant_id=tenant_id, exam_id=exam_id, trace_id=trace,
                       settings=settings, **overrides) for sid, trace in items]
-    return BatchInput(submissions=children, max_concurrent=max_concurrent, batch_id=batch_id)
+    return BatchInput(submissions=children, max_concurrent=max_concurrent, batch_id=batch_id, regrade=regrade)
 
 
 async def start_batch(client: Client, *, batch_id: str, workflow_id: str, tenant_id: str, exam_id: str,
                       trace_id: str, items: list[tuple[str, str]], max_concurrent: int, settings: Any = None,
-                      task_queue: str = ORCHESTRATION_QUEUE, **overrides: Any) -> str:
+                      task_queue: str = ORCHESTRATION_QUEUE, regrade: bool = False, keep_reviewed: bool = False,
+                      **overrides: Any) -> str:
     """Start (or find) a batch's workflow; a repeated start of the same batch starts nothing new.
 
-    ``overrides`` are extra :class:`GradingInput` fields of every child (e.g. ``cognitive_queue``).
+    ``overrides`` are extra :class:`GradingInput` fields of every child (e.g. ``cognitive_queue``);
+    ``regrade`` and ``keep_reviewed`` as in :func:`batch_input`.
     Returns the workflow id.
     """
     inp = batch_input(batch_id=batch_id, tenant_id=tenant_id, exam_id=exam_id, items=items,
-                      max_concurrent=max_concurrent, settings=settings, **overrides)
+                      max_concurrent=max_concurrent, settings=settings, regrade=regrade,
+                      keep_reviewed=keep_reviewed, **overrides)
     attributes = TypedSearchAttributes([SearchAttributePair(TENANT_KEY, tenant_id),
                                         SearchAttributePair(TRACE_KEY, trace_id)])
     try:

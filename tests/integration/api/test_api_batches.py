@@ -195,3 +195,65 @@ async def test_the_relay_leaves_a_batchs_submissions_to_the_batch(temporal_clien
     await handler(event({}))  # a single submission: the relay starts it
     assert (await temporal_client.get_workflow_handle(f"grade-{s.submission_id}").describe()).id
     await temporal_client.get_workflow_handle(f"grade-{s.submission_id}").terminate("test over")
+
+
+async def test_regrade_uses_the_current_rubric_and_keeps_reviewed_scores(client, auth_headers, tenant_id,
+                                                                         temporal_client, pools, saver,
+                                                                         gf_settings, task_queue):
+    reviewer = auth_headers(tenant_id, roles=("reviewer",))
+    body = {"title": "Quiz", "questions": [question("q1", "choice"), question("q2", "choice")]}
+    exam_id = (await client.post("/v1/exams", json=body, headers=reviewer)).json()["id"]
+    cls = [{"student_id": f"s-{i}", "answers": {"q1": "b", "q2": "b"}} for i in range(3)]
+
+    async def scores(sid: str) -> tuple[float, dict]:
+        view = (await client.get(f"/v1/submissions/{sid}", headers=reviewer)).json()
+        return view["total"], {r["question_id"]: (r["score"], r["overridden"]) for r in view["results"]}
+
+    async def finished(batch: dict) -> BatchOutput:
+        return await temporal_client.get_workflow_handle(batch["workflow_id"], result_type=BatchOutput).result()
+
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue):
+        first = (await client.post(f"/v1/exams/{exam_id}/batches", json={"submissions": cls},
+                                   headers=reviewer)).json()
+        await finished(first)
+        a, b, c = first["submission_ids"]
+        first_run = (await temporal_client.get_workflow_handle(f"grade-{a}").describe()).run_id
+        assert await scores(a) == (2.0, {"q1": (1.0, False), "q2": (1.0, False)})
+        review = await client.post(f"/v1/submissions/{a}/review", json={"overrides": {"q2": {"score": 0.5}},
+                                                                          "reason": "partial"}, headers=reviewer)
+        assert review.status_code == 200, review.text
+        new_rubric = {"options": ["a", "b", "c"], "correct": ["a"]}
+        put = await client.put(f"/v1/exams/{exam_id}/questions/q1/rubric", json=new_rubric, headers=reviewer)
+        assert put.status_code == 200 and put.json()["rubric_version"] == 2
+
+        submitter = auth_headers(tenant_id, roles=("submitter",))
+        scope = {"scope": "before_version", "rubric_version": 2, "max_concurrent": 2}
+        assert (await client.post(f"/v1/exams/{exam_id}/regrade", json=scope, headers=submitter)).status_code == 403
+        key = {"Idempotency-Key": f"regrade-{uuid.uuid4()}"}
+        regrade = await client.post(f"/v1/exams/{exam_id}/regrade", json=scope, headers=reviewer | key)
+        assert regrade.status_code == 202, regrade.text
+        assert sorted(regrade.json()["submission_ids"]) == sorted([a, b, c])
+        out = await finished(regrade.json())
+        assert out.statuses == {a: "completed", b: "completed", c: "completed"}
+        again = await client.post(f"/v1/exams/{exam_id}/regrade", json=scope, headers=reviewer | key)
+        assert again.json() == regrade.json()  # the stored reply: no second regrade
+        assert await scores(b) == (1.0, {"q1": (0.0, False), "q2": (1.0, False)})  # the current rubric
+        assert await scores(a) == (0.5, {"q1": (0.0, False), "q2": (0.5, True)})  # the reviewer's score stands
+        second_run = (await temporal_client.get_workflow_handle(f"grade-{a}").describe()).run_id
+        assert second_run != first_run
+        view = (await client.get(f"/v1/batches/{regrade.json()['batch_id']}", headers=reviewer)).json()
+        assert view["kind"] == "regrade" and view["counts"] == {"completed": 3} and view["percentage"] == 100.0
+
+        forced = await client.post(f"/v1/exams/{exam_id}/regrade",
+                                   json={"scope": "ids", "submission_ids": [a], "override_reviewed": True},
+                                   headers=reviewer)
+        assert forced.status_code == 202 and forced.json()["submission_ids"] == [a]
+        await finished(forced.json())
+        assert await scores(a) == (1.0, {"q1": (0.0, False), "q2": (1.0, False)})
+
+        unknown = await client.post(f"/v1/exams/{exam_id}/regrade",
+                                    json={"scope": "ids", "submission_ids": [str(uuid.uuid4())]}, headers=reviewer)
+        assert unknown.status_code == 422
+        other = await client.post(f"/v1/exams/{exam_id}/regrade", json={"scope": "all"},
+                                  headers=auth_headers(f"{tenant_id}-other"))
+        assert other.status_code == 404
