@@ -2,9 +2,12 @@
 
 This module only connects, builds dependencies and registers workflows and activities.
 
-Test hook: ``GRADEFLOW_TEST_GRADE_DELAY`` (seconds, float) makes the cognitive worker sleep that
-long after grading each question, before recording it, so end-to-end tests can kill a worker
-mid-run. It is refused when ``GRADEFLOW_ENV=prod``.
+Test hooks, refused when ``GRADEFLOW_ENV=prod``: ``GRADEFLOW_TEST_GRADE_DELAY`` (seconds, float)
+makes the cognitive worker sleep that long after grading each question, before its grade is
+checkpointed, so end-to-end tests can kill a worker mid-run; ``GRADEFLOW_TEST_GRADER_LOG`` (a file
+path) appends ``<submission_id> <question_id> <attempt>`` for every grader call the moment the
+grade comes back, so tests count real grader calls (re-grades included) even across a SIGKILL:
+``grader_calls`` rows are written with the checkpoint, so a grade lost with a killed worker has none.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.agent import AgentActivities
+from activities.agent import AgentActivities, GradeCall, GradeHook
 from activities.backup import BackupActivities
 from activities.grading import GradingActivities
 from activities.maintenance import MaintenanceActivities
@@ -46,6 +49,7 @@ logger = logging.getLogger("gradeflow.worker")
 
 Queue = Literal["orchestration", "cognitive", "all"]
 TEST_GRADE_DELAY_ENV = "GRADEFLOW_TEST_GRADE_DELAY"
+TEST_GRADER_LOG_ENV = "GRADEFLOW_TEST_GRADER_LOG"
 PASSTHROUGH_MODULES = ("redis", "psycopg", "psycopg_pool", "opentelemetry", "langchain_core", "langgraph",
                        "pydantic", "zstandard")
 """Libraries used by activities in the same process; shared with the workflow sandbox, not reloaded."""
@@ -87,6 +91,25 @@ async def _ensure_backup_schedule(client: Client, settings: Settings) -> None:
     except Exception as exc:  # noqa: BLE001 - the worker serves without it; the next start retries
         if settings.backup_schedule_enabled:
             logger.warning("could not ensure the nightly backup schedule: %s", exc)
+
+
+def test_grader_log(settings: Settings) -> GradeHook | None:
+    """Grade hook appending one line per grader call to ``GRADEFLOW_TEST_GRADER_LOG`` (test hook)."""
+    path = os.environ.get(TEST_GRADER_LOG_ENV, "")
+    if not path:
+        return None
+    if settings.env == "prod":
+        raise RuntimeError(f"{TEST_GRADER_LOG_ENV} is a test hook and is refused in prod")
+
+    async def log_call(call: GradeCall) -> None:
+        line = f"{call.submission_id} {call.question_id} {call.attempt}\n".encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one small O_APPEND write: atomic, and in the kernel before a SIGKILL
+        finally:
+            os.close(fd)
+
+    return log_call
 
 
 def test_grade_delay(settings: Settings) -> float:
@@ -169,7 +192,8 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             stack.callback(POOLS.track("postgres", "gradeflow-checkpoints", lambda: psycopg_pool_sample(ckpt_pool)))
             saver = await stack.enter_async_context(open_saver(ckpt_pool))
             agent = AgentActivities(pools, saver, settings, build_model(settings),
-                                    grade_delay=test_grade_delay(settings), rubric_cache=rubric_cache)
+                                    grade_delay=test_grade_delay(settings), grade_hook=test_grader_log(settings),
+                                    rubric_cache=rubric_cache)
             workers.append(Worker(
                 client, task_queue=task_queue or COGNITIVE_QUEUE, activities=[agent.run_grading_agent],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),

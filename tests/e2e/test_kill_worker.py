@@ -49,14 +49,33 @@ RESULTS_SQL = ("SELECT question_id, score, max_points, confidence, grader FROM g
 
 
 def _start_worker(services, cognitive_queue: str, log: Path) -> subprocess.Popen:
-    env = {**services.env(), "GRADEFLOW_TEST_GRADE_DELAY": "0.8", "GRADEFLOW_SHUTDOWN_TIMEOUT": "5"}
+    env = {**services.env(), "GRADEFLOW_TEST_GRADE_DELAY": "0.8", "GRADEFLOW_SHUTDOWN_TIMEOUT": "5",
+           "GRADEFLOW_TEST_GRADER_LOG": str(_grader_log(log))}
     return subprocess.Popen(
         [sys.executable, "worker.py", "--queue", "cognitive", "--task-queue", cognitive_queue],
         cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
 
 
-async def _calls(pools, s) -> list[tuple[str, int]]:
+def _grader_log(log: Path) -> Path:
+    """Every grader call of the killed workers, one line each, written the moment its grade came back."""
+    return log.with_name("grader-calls.log")
+
+
+def _read_calls(path: Path, submission_id: str) -> list[tuple[str, int]]:
+    if not path.exists():
+        return []
+    lines = [line.split() for line in path.read_text().splitlines()]
+    return [(qid, int(attempt)) for sid, qid, attempt in lines if sid == submission_id]
+
+
+async def _calls(log: Path, s) -> list[tuple[str, int]]:
+    """Grader calls of a submission (re-grades included: a grade lost with a killed worker counts too)."""
+    return _read_calls(_grader_log(log), s.submission_id)
+
+
+async def _recorded(pools, s) -> list[tuple[str, int]]:
+    """``grader_calls`` rows: written with each grade's checkpoint, so once per question in the end."""
     return [(r["question_id"], r["attempt"]) for r in await fetch_all(pools, s.tenant_id, CALLS_SQL,
                                                                         (s.submission_id,))]
 
@@ -74,7 +93,7 @@ def _stop(proc: subprocess.Popen) -> None:
 async def _wait_for(pools, subs, predicate, worker, log: Path, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        calls = [await _calls(pools, s) for s in subs]
+        calls = [await _calls(log, s) for s in subs]
         if all(predicate(c) for c in calls):
             return
         assert worker.poll() is None, _tail(log)
@@ -84,6 +103,18 @@ async def _wait_for(pools, subs, predicate, worker, log: Path, what: str, timeou
 
 def _tail(log: Path) -> str:
     return log.read_text()[-3000:]
+
+
+async def _checkpointed(saver, thread_id: str) -> set[str]:
+    """Questions whose grade is in the thread's latest checkpoint (state or pending writes)."""
+    tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    if tup is None:
+        return set()
+    done = set(tup.checkpoint["channel_values"].get("grades") or {})
+    for _task, channel, value in tup.pending_writes or []:
+        if channel == "grades" and isinstance(value, dict):
+            done |= set(value)
+    return done
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -103,7 +134,7 @@ async def test_killed_cognitive_worker_resumes_without_regrading(
     cog = f"{task_queue}-cog"
     log = tmp_path / "worker.log"
     workers = [_start_worker(services, cog, log)]
-    recorded_before_kill: list[list[list[str]]] = []  # per kill, per submission: questions recorded
+    in_flight_at_kill: list[list[set[str]]] = []  # per kill, per submission: graded, not in the checkpoint
     try:
         async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue, cognitive=False):
             handles = [await temporal_client.start_workflow(
@@ -114,8 +145,12 @@ async def test_killed_cognitive_worker_resumes_without_regrading(
                 await _wait_for(pools, killed, lambda c, n=at_least: len({q for q, _ in c}) >= n, workers[-1], log,
                                 f"kill {kill + 1}: not every grading recorded {at_least} questions")
                 _kill(workers[-1])
-                recorded_before_kill.append([[q for q, _ in await _calls(pools, s)] for s in killed])
-                assert all(len(set(r)) < len(QUESTIONS) for r in recorded_before_kill[-1]), "finished before kill"
+                runs = [(await h.describe()).run_id for h in handles]
+                in_flight_at_kill.append([{q for q, _ in await _calls(log, s)} - await _checkpointed(saver, run)
+                                          for s, run in zip(killed, runs, strict=True)])
+                # with agent_max_concurrency=1: the question being completed, and at most one whose
+                # checkpoint write was still on its way when the kill landed
+                assert all(len(f) <= 2 for f in in_flight_at_kill[-1]), in_flight_at_kill
                 workers.append(_start_worker(services, cog, log))
             outs = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
             views = [await h.query(QUERY_PROGRESS, result_type=ProgressView) for h in handles]
@@ -126,16 +161,16 @@ async def test_killed_cognitive_worker_resumes_without_regrading(
             _stop(proc)
 
     for i, s in enumerate(killed):
-        calls = await _calls(pools, s)
+        calls = await _calls(log, s)
+        assert sorted(q for q, _ in await _recorded(pools, s)) == sorted(q.id for q in QUESTIONS)
         per_question = {q.id: sum(1 for qid, _ in calls if qid == q.id) for q in QUESTIONS}
         assert min(per_question.values()) == 1, (s.submission_id, calls)
         regraded = {qid for qid, n in per_question.items() if n > 1}
-        # A question is re-graded only if it was in flight at a kill: recorded (graded) but its
-        # checkpoint write not yet done, i.e. the last one recorded before that kill; with
-        # agent_max_concurrency=1 at most one per submission per kill.
-        in_flight = {before[i][-1] for before in recorded_before_kill if before[i]}
-        assert regraded <= in_flight, (s.submission_id, calls, recorded_before_kill)
-        assert sum(per_question.values()) - len(QUESTIONS) <= len(KILL_AFTER), calls
+        # A question is graded again only if it was in flight at a kill: graded (its call logged)
+        # but not yet in the checkpoint read right after the kill.
+        in_flight = set().union(*(kill[i] for kill in in_flight_at_kill))
+        assert regraded <= in_flight, (s.submission_id, calls, in_flight_at_kill)
+        assert sum(per_question.values()) - len(QUESTIONS) <= sum(len(kill[i]) for kill in in_flight_at_kill), calls
         assert max(attempt for _, attempt in calls) >= 2
         assert views[i].details["resumed"] is True and views[i].details["attempt"] >= 2
         assert outs[i].status == "completed"
