@@ -5,7 +5,7 @@ This module only connects, builds dependencies and registers workflows and activ
 Test hooks, refused when ``GRADEFLOW_ENV=prod``: ``GRADEFLOW_TEST_GRADE_DELAY`` (seconds, float)
 makes the cognitive worker sleep that long after grading each question, before its grade is
 checkpointed, so end-to-end tests can kill a worker mid-run; ``GRADEFLOW_TEST_GRADER_LOG`` (a file
-path) appends ``<submission_id> <question_id> <attempt>`` for every grader call the moment the
+path) appends ``<submission_id> <question_id> <attempt> <unix time>`` for every grader call the moment the
 grade comes back, so tests count real grader calls (re-grades included) even across a SIGKILL:
 ``grader_calls`` rows are written with the checkpoint, so a grade lost with a killed worker has none.
 """
@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any, Literal
@@ -102,7 +103,7 @@ def test_grader_log(settings: Settings) -> GradeHook | None:
         raise RuntimeError(f"{TEST_GRADER_LOG_ENV} is a test hook and is refused in prod")
 
     async def log_call(call: GradeCall) -> None:
-        line = f"{call.submission_id} {call.question_id} {call.attempt}\n".encode()
+        line = f"{call.submission_id} {call.question_id} {call.attempt} {time.time():.6f}\n".encode()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one small O_APPEND write: atomic, and in the kernel before a SIGKILL

@@ -66,7 +66,7 @@ def _read_calls(path: Path, submission_id: str) -> list[tuple[str, int]]:
     if not path.exists():
         return []
     lines = [line.split() for line in path.read_text().splitlines()]
-    return [(qid, int(attempt)) for sid, qid, attempt in lines if sid == submission_id]
+    return [(qid, int(attempt)) for sid, qid, attempt, *_ in lines if sid == submission_id]
 
 
 async def _calls(log: Path, s) -> list[tuple[str, int]]:
