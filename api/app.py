@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from api.access_log import install_token_redaction
+from api.docs import install_docs
 from api.errors import BodySizeLimitMiddleware, install_error_handlers
 from api.middleware.idempotency import IdempotencyMiddleware
 from api.middleware.ratelimit import RateLimitMiddleware
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
         # No trailing-slash redirects: their Location is built from the Host header, which clients control.
         redirect_slashes=False,
         telemetry=TELEMETRY,
+        docs_url=None, redoc_url=None,  # served by install_docs with local assets (api.docs)
     )
     app.state.settings = settings
     app.state.grading_options = dict(grading_options or {})
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
     app.add_middleware(TelemetryMiddleware)  # outermost of ours: measures what the others refuse too
     app.include_router(api_router)
     install_openapi(app)
+    install_docs(app)
     return app
 
 
