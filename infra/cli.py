@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from infra.client import CLIENT_COMMANDS, add_client_parsers, run_client
 from infra.stack.preflight import ConfigError
 
 EXIT_CONFIG = 2
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace = sub.add_parser("trace", help="print a stored trace as a span tree with durations (every tenant's "
                                          "spans and the system spans: an operator's view)")
     trace.add_argument("trace_id", help="the trace id (32 hex digits, as in the 202 reply and log lines)")
+    add_client_parsers(sub)  # exams, submit, watch, review, list: through the HTTP API (infra.client)
     return parser
 
 
@@ -441,6 +443,7 @@ def _run(args: argparse.Namespace) -> int:
         "restore": lambda: _cmd_restore(settings, args),
         "retry": lambda: _cmd_retry(settings, args),
         "trace": lambda: _cmd_trace(settings, args),
+        **{name: (lambda: run_client(settings, args)) for name in CLIENT_COMMANDS},
     }
     return commands[args.command]()
 

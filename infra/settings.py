@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PostgresDsn, RedisDsn, field_validator, model_validator
+from pydantic import Field, HttpUrl, PostgresDsn, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-secret-change-me-never-use-in-production"
@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     """Interface the API binds to."""
     api_port: int = Field(default=8000, ge=1, le=65535)
     """API port."""
+    api_url: HttpUrl | None = None
+    """Base URL the client commands (exams, submit, watch, review, list) call. Unset: http://<api_host>:<api_port>."""
+    token: SecretStr | None = None
+    """Bearer token of the client commands (the output of ``gradeflow token``); ``--token`` overrides it."""
     trusted_proxies: str = ""
     """Comma-separated proxy addresses (IPs or CIDRs) whose X-Forwarded-For/-Proto the API believes. Empty: none."""
     ws_max_feeds_per_tenant: int = Field(default=100, ge=1)
