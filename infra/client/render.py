@@ -28,7 +28,11 @@ def _status(status: str | None) -> str:
 
 
 def _points(value: Any) -> str:
-    return "-" if value is None else f"{float(value):g}"
+    return "-" if value is None else f"{round(float(value), 2):g}"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def exam_line(exam: dict[str, Any]) -> str:
@@ -53,7 +57,7 @@ def result_table(view: dict[str, Any]) -> Table:
         flags = ", ".join(f for f, on in (("flagged", r.get("flagged")), ("overridden", r.get("overridden"))) if on)
         table.add_row(escape(r["question_id"]), _points(r["score"]), _points(r["max_points"]),
                       f"{r['confidence']:.2f}", escape(r.get("grader", "")), flags,
-                      escape((r.get("feedback") or "")[:120]))
+                      escape(_shorten(r.get("feedback") or "", 160)))
     return table
 
 
