@@ -20,7 +20,7 @@ import psycopg
 
 from bench.chaos.load import Http, Load
 from bench.chaos.services import Platform, RestartableStack
-from bench.chaos.snapshots import GRADER_CALLS_COUNT_SQL, NOW_SQL, Db, FaultSnapshot, snapshot_fault
+from bench.chaos.snapshots import NOW_SQL, Db, FaultSnapshot, GraderLog, snapshot_fault
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRIGGER_TIMEOUT = 120.0
@@ -74,6 +74,8 @@ class Fault:
     exam_id: str
     load: Load
     log: Callable[[str], None]
+    grader_log: GraderLog
+    """The scenario's grader log (``GRADEFLOW_TEST_GRADER_LOG``): one line per grade, as it comes back."""
     t0: float = field(default_factory=time.monotonic)
     snaps: list[FaultSnapshot] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -86,13 +88,13 @@ class Fault:
         self.log(f"{self.name}: {what}")
 
     async def under_way(self, min_new_calls: int = 1, timeout: float = TRIGGER_TIMEOUT) -> bool:
-        """Wait until ``min_new_calls`` more questions are graded and some submission is grading."""
-        start = await self.db.grader_calls(self.tenant)
+        """Wait until ``min_new_calls`` more grades came back (grader log lines) and some submission is grading."""
+        start = len(self.grader_log.calls())
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             statuses = await self.db.statuses(self.tenant) or {}
             busy = {"queued", "grading"} & set(statuses.values())
-            if await self.db.grader_calls(self.tenant) - start >= min_new_calls and "grading" in busy:
+            if len(self.grader_log.calls()) - start >= min_new_calls and "grading" in busy:
                 return True
             if self.load.finished and not busy:
                 self.mark("no grading left to interrupt: the load is done")
@@ -104,28 +106,29 @@ class Fault:
     async def next_wave(self, timeout: float = TRIGGER_TIMEOUT) -> bool:
         """Return as soon as new questions come back (a grading's answers are being recorded).
 
-        Polls ``grader_calls`` every 20 ms on one connection, so a kill right after it lands while
-        that grading's grades are returned but possibly not yet checkpointed: the worst moment.
-        ``False`` when nothing is left to grade or ``timeout`` passes.
+        Watches the grader log every 20 ms (a line is written at each grader call, ``grade_delay`` s
+        before the grade is back in the agent and its checkpoint write starts) and returns once that
+        grade is back, so a kill right after it lands while that grading's grades are returned
+        but possibly not yet checkpointed: the worst moment. ``False`` when nothing is left to grade
+        or ``timeout`` passes.
         """
-        conn = await psycopg.AsyncConnection.connect(self.db.admin_url, autocommit=True, connect_timeout=3)
-        async with conn:
-            async def count() -> int:
-                row = await (await conn.execute(GRADER_CALLS_COUNT_SQL, (self.tenant,))).fetchone()
-                return int(row[0]) if row else 0
-
-            start, polls = await count(), 0
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                if await count() > start:
-                    return True
-                polls += 1
-                if polls % 50 == 0 and self.load.finished:
-                    statuses = await self.db.statuses(self.tenant) or {}
-                    if not {"queued", "grading"} & set(statuses.values()):
-                        self.mark("no grading left to interrupt: the load is done")
-                        return False
-                await asyncio.sleep(0.02)
+        start, polls = self.grader_log.size(), 0
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.grader_log.size() > start:
+                # The worker logs a call before its GRADEFLOW_TEST_GRADE_DELAY sleep: the grade is back
+                # in the agent (and its checkpoint write starts) grade_delay s after its line.
+                calls = self.grader_log.calls()
+                if calls:
+                    await asyncio.sleep(max(0.0, calls[-1].at + self.opts.grade_delay - time.time()))
+                return True
+            polls += 1
+            if polls % 50 == 0 and self.load.finished:
+                statuses = await self.db.statuses(self.tenant) or {}
+                if not {"queued", "grading"} & set(statuses.values()):
+                    self.mark("no grading left to interrupt: the load is done")
+                    return False
+            await asyncio.sleep(0.02)
         self.mark(f"no grading came back within {timeout:.0f}s")
         return False
 
@@ -160,9 +163,9 @@ class Fault:
         self.mark(f"no retried grading attempt ran within {timeout:.0f}s")
         return False
 
-    async def snapshot(self, label: str) -> FaultSnapshot:
-        """Record the state at this fault instant (PostgreSQL must be up)."""
-        snap = await snapshot_fault(self.db.admin_url, self.tenant, label)
+    async def snapshot(self, label: str, wall: float | None = None) -> FaultSnapshot:
+        """Record the state at this fault instant (unix time ``wall``, default now; PostgreSQL must be up)."""
+        snap = await snapshot_fault(self.db.admin_url, self.tenant, label, wall=wall)
         self.snaps.append(snap)
         return snap
 
@@ -185,12 +188,14 @@ class Fault:
     async def before_outage(self, label: str) -> None:
         """Snapshot, then re-read the clock so the instant is the last moment before the outage."""
         snap = await self.snapshot(label)
+        snap.wall = time.time()
         snap.at = (await self.db.fetch(NOW_SQL))[0]["now"]
 
     async def kill(self, process: str, label: str, *, respawn: bool = True) -> None:
         """SIGKILL a platform process, snapshot the state it left, start it again (unless ``respawn`` is off)."""
         pid = self.platform.kill(process)
-        await self.snapshot(label)
+        snap = await self.snapshot(label, wall=time.time())  # the process is dead and reaped: no line after this
+        snap.killed = process
         if respawn:
             self.mark(f"{label}: SIGKILL pid {pid}; restarted as pid {self.platform.respawn(process)}")
         else:

@@ -19,6 +19,7 @@ COLUMNS: list[tuple[str, Getter, str | None]] = [
     ("inflight", lambda r: r["regrade"]["in_flight"], None),
     ("regraded", lambda r: r["regrade"]["regraded"] + r["regrade"]["unattributed"], "regraded_within_in_flight"),
     ("rg∈ckpt", lambda r: r["regrade"]["regraded_checkpointed"], "regraded_within_in_flight"),
+    ("calls≠Q", lambda r: r["regrade"]["call_rows"]["rows_bad"], "one_call_row_per_question"),
     ("lateckpt", lambda r: r["regrade"]["late_checkpoint"], "checkpoint_lag"),
     ("events", lambda r: r["events"]["events"], None),
     ("unpub", lambda r: r["events"]["unpublished"], "events_in_stream"),
@@ -36,8 +37,9 @@ LEGEND = """\
 subs: submissions in PostgreSQL · final: completed/needs_review · interv: needs_intervention · res≠Q: submissions
 whose result rows ≠ one per question (final) or ≠ 0 (not final) · dups: a second submission for one key/student ·
 faults: fault instants (kills, outages) · inflight: questions started and not checkpointed at those instants ·
-regraded: questions graded again (check: ≤ inflight at each instant, none without a fault) · rg∈ckpt: graded again
-although already in the checkpoint · lateckpt: returned > lag s before an instant, still not checkpointed ·
+regraded: questions graded again, from the worker's grader log (check: ≤ inflight at each instant, none without a
+fault) · rg∈ckpt: graded again although already in the checkpoint · calls≠Q: submissions whose grader_calls rows ≠
+one per question · lateckpt: returned > lag s before an instant, still not checkpointed ·
 events: outbox events · unpub: not published (pending/failed) · missing: not in the tenant Stream · conflict: event id
 with two different payloads · graded×2: extra submission.graded events · stale: Redis copies ≠ PostgreSQL ·
 api≠pg: GET /v1/submissions/{id} ≠ PostgreSQL · 5xx: 5xx answers other than 503 · 503: 503 answers (allowed)"""

@@ -20,7 +20,7 @@ from typing import Any
 from bench.chaos.fault import OUTBOX_DRAIN_TIMEOUT, REPO_ROOT, Fault, FaultFn, Options
 from bench.chaos.load import Load, Prober, chaos_questions, create_exam, open_http
 from bench.chaos.services import Platform, RestartableStack
-from bench.chaos.snapshots import SETTLED_STATUSES, Db
+from bench.chaos.snapshots import SETTLED_STATUSES, Db, GraderLog
 from bench.chaos.verify import OUTBOX_PENDING_SQL, verify
 from bench.e2e import platform_env
 from infra.stack.embedded import free_port
@@ -81,12 +81,13 @@ async def _terminate_unsettled(temporal_address: str, ids: list[str]) -> int:
 
 
 def _env(stack: RestartableStack, admin_url: str, app_url: str, port: int, work_dir: Path,
-         opts: Options) -> dict[str, str]:
+         opts: Options, grader_log: Path) -> dict[str, str]:
     env = platform_env(database_url=app_url, admin_url=admin_url, redis_url=stack.redis_url,
                        temporal_address=stack.temporal_address, api_port=port, data_dir=work_dir)
     env.update(GRADEFLOW_TEST_GRADE_DELAY=str(opts.grade_delay),
                GRADEFLOW_HEARTBEAT_TIMEOUT=str(opts.heartbeat_timeout),
-               GRADEFLOW_SHUTDOWN_TIMEOUT="5", GRADEFLOW_LOG_LEVEL=opts.log_level)
+               GRADEFLOW_SHUTDOWN_TIMEOUT="5", GRADEFLOW_LOG_LEVEL=opts.log_level,
+               GRADEFLOW_TEST_GRADER_LOG=str(grader_log))
     return env
 
 
@@ -99,7 +100,10 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
     await asyncio.to_thread(stack.ensure_up)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
-    platform = Platform(_env(stack, admin_url, app_url, port, work_dir, opts), work_dir / "logs" / name,
+    log_dir = work_dir / "logs" / name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    grader_log = GraderLog(log_dir / "grader-calls.log")  # every cognitive worker of the scenario appends to it
+    platform = Platform(_env(stack, admin_url, app_url, port, work_dir, opts, grader_log.path), log_dir,
                         REPO_ROOT, api_url, log=log)
     db = Db(admin_url)
     http = open_http(api_url, tenant)
@@ -118,7 +122,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         prober.start()
         load_task = asyncio.create_task(load.run())
         tasks.append(load_task)
-        fault = Fault(name, stack, platform, db, tenant, opts, http, exam_id, load, log, t0=started)
+        fault = Fault(name, stack, platform, db, tenant, opts, http, exam_id, load, log, grader_log, t0=started)
         fault.mark("load started")
         tasks.append(asyncio.create_task(fault.probe(stop_probing)))
         await fault_fn(fault)
@@ -135,7 +139,8 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         await prober.stop()
         result.update(await verify(db, stack.redis_url, http, tenant, questions=opts.q, posted=load.posted,
                                    extra_accepted=fault.extra_accepted, snaps=fault.snaps,
-                                   lag_s=opts.checkpoint_lag))
+                                   lag_s=opts.checkpoint_lag, grader_log=grader_log,
+                                   grade_delay=opts.grade_delay))
         storm = fault.info.get("storm")
         if storm is not None:
             result["checks"]["no_duplicates"] &= not (storm["keys_with_several_ids"] or storm["other_body_not_422"]
