@@ -1,4 +1,4 @@
 """Durable and live events: the transactional outbox, its relay, dead letters, live publish/subscribe, external events.
 
-May import ``db``, ``cache`` and ``constants``; never ``stores`` or ``sagas``.
+May import ``db``, ``cache``, ``observability`` and ``constants``; never ``stores`` or ``sagas``.
 """

@@ -1,4 +1,5 @@
 """Multi-step changes with compensations, recorded in ``saga_transactions`` (the review override).
 
-May import ``stores``, ``events``, ``cache`` and ``db``; nothing imports sagas but the API.
+May import ``stores``, ``events``, ``cache``, ``db`` and ``observability``; nothing imports sagas but the
+API.
 """

@@ -1,4 +1,5 @@
 """Client-side Temporal helpers: starting grading workflows exactly once, operators' retries, Schedules.
 
-May import ``stores``, ``observability`` and ``constants`` (and the workflows' input types).
+May import ``stores``, ``events``, ``db``, ``observability`` and ``constants`` (and the workflows'
+input types).
 """
