@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from infra.text import FiniteFloat, Label, StoredText, text_problem
+from infra.db.values import FiniteFloat, Label, StoredText, text_problem
 
 MAX_TEXT_ANSWER_CHARS = 20_000
 """Longest accepted text answer, in characters."""

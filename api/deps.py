@@ -21,8 +21,8 @@ from starlette.requests import HTTPConnection
 
 from api.auth import PrincipalDep
 from infra.db.pools import PoolManager
+from infra.db.values import Label, canonical_uuid
 from infra.settings import Settings
-from infra.text import Label, canonical_uuid
 
 if TYPE_CHECKING:  # temporalio is imported lazily at run time
     from temporalio.client import Client

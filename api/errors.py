@@ -9,7 +9,7 @@ connection failures (psycopg ``OperationalError``, pool timeouts, a closed pool)
 errors, and they answer 503 with a positive integer ``Retry-After``. Middlewares that reach a
 dependency before routing use the same function, since FastAPI's handlers do not cover them.
 
-Bad input is refused at the edge by the request models (:mod:`infra.text`), naming the field. An
+Bad input is refused at the edge by the request models (:mod:`infra.db.values`), naming the field. An
 unreadable body says what is wrong and where (``body: invalid JSON at line 1 column 72: Expecting
 ','``, ``body: send Content-Type: application/json``). As a last resort, a value PostgreSQL refuses
 (a psycopg ``DataError``) or that cannot be encoded for it is a 422, never a 500.

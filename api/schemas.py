@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from agents.rubric import Question, QuestionType, Rubric
-from infra.text import FiniteFloat, Label, StoredText, json_text_problems
+from infra.db.values import FiniteFloat, Label, StoredText, json_text_problems
 
 MAX_QUESTIONS = 200
 """Most questions one exam may hold."""

@@ -1,7 +1,7 @@
 """Infrastructure of every gradeflow process, by concern.
 
 The process-wide pieces stay at the top (``settings``, ``constants``, ``cli``); each subpackage owns one
-concern and imports only the ones below it: ``db`` ← ``cache`` ← ``events`` ← ``stores`` ← ``sagas``;
-``security``, ``observability`` and ``temporal`` stand beside them; ``stack`` (embedded
-services, dev supervisor, preflight) sits on ``db``.
+concern and imports only the ones below it: ``observability`` ← ``db`` ← ``cache`` ← ``events`` ←
+``stores`` ← ``sagas`` and ``temporal``; ``security`` sits on ``cache``; ``stack`` (embedded services,
+dev supervisor, preflight) on ``db``; ``client`` (the CLI's API client) talks HTTP and imports none.
 """

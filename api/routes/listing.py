@@ -21,7 +21,7 @@ from api.deps import PoolsDep, SettingsDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from infra.constants import SubmissionStatus
 from infra.db import listing
-from infra.text import Label
+from infra.db.values import Label
 
 router = APIRouter(prefix="/v1", tags=["listing"])
 

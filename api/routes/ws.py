@@ -32,11 +32,11 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import may_read_submission, principal_from_scope, reads_everything
+from infra.db.values import canonical_uuid
 from infra.events.hub import FeedLimitError
 from infra.events.subscriber import LiveSubscriber, for_exam, for_submission
 from infra.security.tokens import NoRoleError, Principal
 from infra.stores import exams, submissions
-from infra.text import canonical_uuid
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""PostgreSQL plumbing: the per-process pool manager, migrations, the list query builder, backups and restores.
+"""PostgreSQL plumbing: pools, migrations, the list query builder, backups, and the values PostgreSQL stores.
 
-Imports nothing else from ``infra`` but ``observability`` (its pools report to the pool gauges) and
-``text`` (storable-text types for cursors); every other subpackage may import it.
+``values`` holds the edge types (storable text, finite numbers, canonical UUIDs) the API, the agents'
+rubric models and the cursors use. Imports nothing else from ``infra`` but ``observability`` (pool gauges);
+every other subpackage may import it.
 """

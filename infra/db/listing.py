@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from infra.db.values import text_problem
 from infra.observability.metrics import SLOW_LIST_QUERIES
-from infra.text import text_problem
 
 logger = logging.getLogger(__name__)
 
