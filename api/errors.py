@@ -18,7 +18,7 @@ unreadable body says what is wrong and where (``body: invalid JSON at line 1 col
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from json import JSONDecodeError
@@ -95,23 +95,29 @@ def _classify(exc: BaseException) -> Outage | None:
     return None
 
 
-def outage_of(exc: BaseException) -> Outage | None:
-    """The dependency outage behind ``exc``, or ``None`` when it is not one.
-
-    Looks at ``exc``, its explicit causes (``raise ... from``) and the members of exception groups.
-    """
+def _errors_in(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its explicit causes (``raise ... from``) and the members of exception groups, each once."""
     pending, seen = [exc], set()
     while pending:
         current = pending.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if (outage := _classify(current)) is not None:
-            return outage
+        yield current
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
         if current.__cause__ is not None:
             pending.append(current.__cause__)
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """The dependency outage behind ``exc``, or ``None`` when it is not one.
+
+    Looks at ``exc``, its explicit causes (``raise ... from``) and the members of exception groups.
+    """
+    for current in _errors_in(exc):
+        if (outage := _classify(current)) is not None:
+            return outage
     return None
 
 
@@ -248,18 +254,9 @@ BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, UnicodeEncod
 
 def bad_input_of(exc: BaseException) -> BaseException | None:
     """The rejected-input error behind ``exc`` (itself, a cause or a group member), or ``None``."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _errors_in(exc):
         if isinstance(current, BAD_INPUT_ERRORS):
             return current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        if current.__cause__ is not None:
-            pending.append(current.__cause__)
     return None
 
 
