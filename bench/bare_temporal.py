@@ -131,9 +131,8 @@ async def run_bare_temporal(
         Throughput (workflows/s), latency p50/p95 (ms), wall time, counts.
 
     """
-    import os
 
-    from bench.stats import cpu_report, cpu_seconds, history_profile, summarize
+    from bench.stats import history_profile, timed_round
 
     queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
     proc = start_worker(address, queue)
@@ -155,25 +154,15 @@ async def run_bare_temporal(
         for _ in range(warmup):
             await one()
         log(f"bare temporal: warm; running {n} workflows at concurrency {concurrency}")
-        gate = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
 
-        async def slot() -> None:
-            async with gate:
-                latencies.append(await one())
-                if len(latencies) % 10 == 0:
-                    log(f"bare temporal: {len(latencies)}/{n} done")
+        def progress(done: int) -> None:
+            if done % 10 == 0:
+                log(f"bare temporal: {done}/{n} done")
 
-        pids = {**(stack_pids or {}), "bare-worker": proc.pid}
-        cpu_before = cpu_seconds(pids)
-        wall_started = time.perf_counter()
-        await asyncio.gather(*(slot() for _ in range(n)))
-        wall = time.perf_counter() - wall_started
-        cpu_after = cpu_seconds(pids)
+        round_ = await timed_round(lambda _i: one(), n=n, concurrency=concurrency,
+                                   pids={**(stack_pids or {}), "bare-worker": proc.pid}, progress=progress)
         return {
-            **summarize(latencies, wall),
-            **({"cpu": cpu_report(cpu_before, cpu_after, items=n, wall_s=wall, cpus=os.cpu_count() or 1)}
-               if cpu_after else {}),
+            **round_,
             "activities_per_workflow": len(FIXED_ACTIVITIES) + questions,
             "shape": f"load -> {questions} parallel question no-ops -> agent -> persist",
             "warmup": warmup,

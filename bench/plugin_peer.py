@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -72,7 +71,7 @@ async def run_plugin_peer(
 
     """
     from bench.bare_temporal import stop_worker
-    from bench.stats import cpu_report, cpu_seconds, history_profile, summarize
+    from bench.stats import history_profile, timed_round
     from bench.workload import answers_for, exam_questions
 
     exam = exam_questions(questions)
@@ -100,23 +99,10 @@ async def run_plugin_peer(
             await one(inputs[n + i])
         statuses.clear()
         log(f"plugin peer: warm; running {n} workflows at concurrency {concurrency}")
-        gate = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
-
-        async def slot(i: int) -> None:
-            async with gate:
-                latencies.append(await one(inputs[i]))
-
-        pids = {**(stack_pids or {}), "peer-worker": proc.pid}
-        cpu_before = cpu_seconds(pids)
-        wall_started = time.perf_counter()
-        await asyncio.gather(*(slot(i) for i in range(n)))
-        wall = time.perf_counter() - wall_started
-        cpu_after = cpu_seconds(pids)
+        round_ = await timed_round(lambda i: one(inputs[i]), n=n, concurrency=concurrency,
+                                   pids={**(stack_pids or {}), "peer-worker": proc.pid})
         return {
-            **summarize(latencies, wall),
-            **({"cpu": cpu_report(cpu_before, cpu_after, items=n, wall_s=wall, cpus=os.cpu_count() or 1)}
-               if cpu_after else {}),
+            **round_,
             "questions": questions,
             "statuses": statuses,
             "shape": "LangGraphPlugin lean port: grader node = activity per question (Send carries question "

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -80,3 +85,28 @@ async def history_profile(client: object, workflow_id: str) -> dict[str, object]
     return {"events": len(history.events),
             "bytes": sum(event.ByteSize() for event in history.events),
             "by_type": {k.removesuffix("_event_attributes"): v for k, v in kinds.most_common()}}
+
+
+async def timed_round(one: Callable[[int], Awaitable[float]], *, n: int, concurrency: int,
+                      pids: dict[str, int], progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run ``one(i)`` for ``i < n`` with at most ``concurrency`` at once; latency, throughput and CPU.
+
+    ``one`` returns the seconds one item took; ``pids`` name the processes whose CPU is charged to the
+    round (``cpu`` is left out when they cannot be read); ``progress`` is called with the items done.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def slot(i: int) -> None:
+        async with gate:
+            latencies.append(await one(i))
+            if progress is not None:
+                progress(len(latencies))
+
+    cpu_before = cpu_seconds(pids)
+    started = time.perf_counter()
+    await asyncio.gather(*(slot(i) for i in range(n)))
+    wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids)
+    cpu = cpu_report(cpu_before, cpu_after, items=n, wall_s=wall, cpus=os.cpu_count() or 1) if cpu_after else None
+    return {**summarize(latencies, wall), **({"cpu": cpu} if cpu else {})}
