@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -172,13 +172,18 @@ async def run_bare_temporal(
         stop_worker(proc)
 
 
-def main() -> None:
-    """Run a bare worker until SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def worker_main(serve: Callable[[str, str], Coroutine[Any, Any, None]], description: str | None) -> None:
+    """Command line of a reference worker process: ``--address``, ``--queue``; serves until SIGTERM."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--address", required=True)
     parser.add_argument("--queue", required=True)
     args = parser.parse_args()
-    asyncio.run(_serve(args.address, args.queue))
+    asyncio.run(serve(args.address, args.queue))
+
+
+def main() -> None:
+    """Run a bare worker until SIGTERM."""
+    worker_main(_serve, __doc__)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Run a worker: ``python -m bench.plugin_peer --address 127.0.0.1:7233 --queue ben
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import subprocess
@@ -116,11 +115,9 @@ async def run_plugin_peer(
 
 def main() -> None:
     """Run a peer worker until SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--queue", required=True)
-    args = parser.parse_args()
-    asyncio.run(_serve(args.address, args.queue))
+    from bench.bare_temporal import worker_main
+
+    worker_main(_serve, __doc__)
 
 
 if __name__ == "__main__":
