@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -478,5 +480,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+ONE_SHOT_TEMPORAL_COMMANDS = frozenset({"retry", "dlq"})
+"""Commands that open a Temporal client and then end: they leave without interpreter teardown."""
+
+
+def entry() -> None:
+    """Console-script entry: run :func:`main` and exit with its code.
+
+    The Temporal client's Rust threads can outlive a short command and abort the interpreter's
+    teardown ("Fatal Python error: PyGILState_Release", exit -6, temporalio/sdk-python#300). The
+    one-shot commands that opened a client therefore flush their output and leave with ``os._exit``.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in ONE_SHOT_TEMPORAL_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
