@@ -2,12 +2,13 @@
 
 This module only connects, builds dependencies and registers workflows and activities.
 
-Test hooks, refused when ``GRADEFLOW_ENV=prod``: ``GRADEFLOW_TEST_GRADE_DELAY`` (seconds, float)
-makes the cognitive worker sleep that long after grading each question, before its grade is
-checkpointed, so end-to-end tests can kill a worker mid-run; ``GRADEFLOW_TEST_GRADER_LOG`` (a file
-path) appends ``<submission_id> <question_id> <attempt> <unix time>`` for every grader call the moment the
-grade comes back, so tests count real grader calls (re-grades included) even across a SIGKILL:
-``grader_calls`` rows are written with the checkpoint, so a grade lost with a killed worker has none.
+The cognitive worker sleeps ``GRADEFLOW_DEMO_GRADER_DELAY_SECONDS`` (a setting, refused in prod)
+after grading each question, before its grade is checkpointed: demos can watch progress and
+end-to-end tests can kill a worker mid-run. Test hook, refused when ``GRADEFLOW_ENV=prod``:
+``GRADEFLOW_TEST_GRADER_LOG`` (a file path) appends ``<submission_id> <question_id> <attempt> <unix
+time>`` for every grader call the moment the grade comes back, so tests count real grader calls
+(re-grades included) even across a SIGKILL: ``grader_calls`` rows are written with the checkpoint,
+so a grade lost with a killed worker has none.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from workflows.purge import IdempotencyPurgeWorkflow
 logger = logging.getLogger("gradeflow.worker")
 
 Queue = Literal["orchestration", "cognitive", "all"]
-TEST_GRADE_DELAY_ENV = "GRADEFLOW_TEST_GRADE_DELAY"
 TEST_GRADER_LOG_ENV = "GRADEFLOW_TEST_GRADER_LOG"
 PASSTHROUGH_MODULES = ("redis", "psycopg", "psycopg_pool", "opentelemetry", "langchain_core", "langgraph",
                        "pydantic", "zstandard")
@@ -111,16 +111,6 @@ def test_grader_log(settings: Settings) -> GradeHook | None:
             os.close(fd)
 
     return log_call
-
-
-def test_grade_delay(settings: Settings) -> float:
-    """Per-question delay from ``GRADEFLOW_TEST_GRADE_DELAY`` (test hook; 0 in prod)."""
-    raw = os.environ.get(TEST_GRADE_DELAY_ENV, "")
-    if not raw:
-        return 0.0
-    if settings.env == "prod":
-        raise RuntimeError(f"{TEST_GRADE_DELAY_ENV} is a test hook and is refused in prod")
-    return float(raw)
 
 
 def build_model(settings: Settings) -> Any:
@@ -193,8 +183,7 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
             stack.callback(POOLS.track("postgres", "gradeflow-checkpoints", lambda: psycopg_pool_sample(ckpt_pool)))
             saver = await stack.enter_async_context(open_saver(ckpt_pool))
             agent = AgentActivities(pools, saver, settings, build_model(settings),
-                                    grade_delay=test_grade_delay(settings), grade_hook=test_grader_log(settings),
-                                    rubric_cache=rubric_cache)
+                                    grade_hook=test_grader_log(settings), rubric_cache=rubric_cache)
             workers.append(Worker(
                 client, task_queue=task_queue or COGNITIVE_QUEUE, activities=[agent.run_grading_agent],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),

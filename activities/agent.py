@@ -92,6 +92,14 @@ class _Tracker:
         p = self.progress
         return {"node": p.current_node, "questions_done": p.questions_done, "checkpoint_id": p.checkpoint_id}
 
+    def live_progress(self) -> dict[str, Any]:
+        """The live ``grading.progress`` payload: the signal's fields plus ``graded_questions``.
+
+        The ids graded so far go to the live feeds only (a feed draws a bar per question); the
+        workflow signal stays compact (:class:`AgentProgress`).
+        """
+        return {**asdict(self.progress), "graded_questions": sorted(self.graded)}
+
     def add_grades(self, question_ids: Any) -> None:
         self.graded.update(question_ids or ())
         self.progress.questions_done = len(self.graded)
@@ -103,24 +111,25 @@ class AgentActivities:
     Args:
         pools: The process's pool manager (answers and grader_calls in PostgreSQL, live Redis).
         saver: Checkpointer (``GradeflowSaver``) on its own autocommit pool.
-        settings: :class:`infra.settings.Settings` (low-confidence threshold).
+        settings: :class:`infra.settings.Settings` (low-confidence threshold, the demo's grader delay
+            ``demo_grader_delay_seconds``: seconds slept per graded question, before its grade is
+            checkpointed, one question at a time).
         model: Chat model for text questions; ``None`` grades with the rubric engines.
         grade_hook: Test hook awaited per graded question (slow or crashing graders in tests).
-        grade_delay: Test hook: seconds slept per graded question (``GRADEFLOW_TEST_GRADE_DELAY``).
         rubric_cache: The process's cache of questions and rubrics (``None``: PostgreSQL every run).
 
     """
 
     def __init__(self, pools: PoolManager, saver: GradeflowSaver, settings: Any,
                  model: BaseChatModel | None = None, *, grade_hook: GradeHook | None = None,
-                 grade_delay: float = 0.0, rubric_cache: RubricCache | None = None) -> None:
+                 rubric_cache: RubricCache | None = None) -> None:
         self.pools = pools
         self.rubric_cache = rubric_cache
         self.saver = saver
         self.settings = settings
         self.model = model
         self.grade_hook = grade_hook
-        self.grade_delay = grade_delay
+        self.grade_delay = float(getattr(settings, "demo_grader_delay_seconds", 0.0) or 0.0)
 
     async def choose_start(self, run_id: str, attempt: int, *, resume_thread_id: str = "",
                            saver: GradeflowSaver | None = None) -> StartPoint:
@@ -193,7 +202,9 @@ class AgentActivities:
 
         # Not LangGraph's ``max_concurrency``: its semaphore also gates the checkpointer's
         # put_writes, so finished questions would stay unsaved until the whole step ends.
-        slots = asyncio.Semaphore(inp.max_concurrency) if inp.max_concurrency else None
+        # The demo's slow grader finishes one question at a time, so progress moves question by question.
+        slots = (asyncio.Semaphore(inp.max_concurrency) if inp.max_concurrency
+                 else asyncio.Semaphore(1) if self.grade_delay > 0 else None)
         graph = build_grading_graph(saver, model=self.model,
                                     on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
         config: RunnableConfig = {"configurable": {"thread_id": start.thread_id}}
@@ -253,7 +264,7 @@ class AgentActivities:
                   slots: asyncio.Semaphore | None) -> Callable[[str, QuestionGrade], Awaitable[None]]:
         async def record(question_id: str) -> None:
             # The grader_calls row itself is written with the grade's checkpoint write (see
-            # _grader_calls_recorder); these are the test hooks of a slow or crashing grader.
+            # _grader_calls_recorder); the test hook (a crashing grader) and the demo's slow grader.
             if self.grade_hook is not None:
                 await self.grade_hook(GradeCall(inp.submission_id, question_id, attempt, thread_id))
             if self.grade_delay > 0:
@@ -279,14 +290,15 @@ class AgentActivities:
                       signal: bool = True) -> None:
         """Publish progress on Redis and signal the workflow; failures are logged, never raised.
 
-        Every step goes to Redis (cheap, live for WebSocket clients); the workflow is signalled at
-        most once per ``progress_signal_interval`` (each signal costs a workflow task and history
-        events), and always at the start (so the query shows the attempt and thread at once). The
-        end is not signalled: the activity's result carries it.
+        Every step goes to Redis (cheap, live for WebSocket clients; with the ids of the questions
+        graded so far); the workflow is signalled at most once per ``progress_signal_interval``
+        (each signal costs a workflow task and history events), and always at the start (so the
+        query shows the attempt and thread at once). The end is not signalled: the activity's
+        result carries it.
         """
         progress = tracker.progress
         await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
-                                    progress=asdict(progress), exam_id=exam_id)
+                                    progress=tracker.live_progress(), exam_id=exam_id)
         now = time.monotonic()
         interval = float(getattr(self.settings, "progress_signal_interval", 0.5))
         if not signal or (not force and now - tracker.last_signal_at < interval):

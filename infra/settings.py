@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     """Grades with confidence below this are flagged for human review."""
     llm_model: str | None = None
     """Chat model for short-answer/essay grading, e.g. ``openai:gpt-4o-mini``. Unset: rubric engine."""
+    demo_grader_delay_seconds: float = Field(default=0.0, ge=0, le=60)
+    """Seconds the cognitive worker waits after grading each question (demos: progress is watchable).
+    0: none. Refused in prod."""
 
     jwt_secret: str = DEV_JWT_SECRET
     """HS256 secret for bearer tokens; a placeholder is refused outside dev/test."""
@@ -228,6 +231,9 @@ class Settings(BaseSettings):
             raise ValueError("GRADEFLOW_JWT_SECRET is a placeholder; set a real secret outside dev")
         if self.env == "prod":
             _check_prod_secrets(self)
+            if self.demo_grader_delay_seconds:
+                raise ValueError("GRADEFLOW_DEMO_GRADER_DELAY_SECONDS slows grading for demos; "
+                                 "it is refused in prod (unset it)")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("GRADEFLOW_DB_POOL_MIN must not exceed GRADEFLOW_DB_POOL_MAX")
         for name in ("rate_limit_submit", "rate_limit_read", "rate_limit_websocket"):

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[list[str], Options, bool]
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stack data, process logs)")
     help_of = {
         "n": "submissions per scenario", "q": "questions per submission",
-        "grade_delay": "seconds each question's grading takes (GRADEFLOW_TEST_GRADE_DELAY)",
+        "grade_delay": "seconds each question's grading takes (GRADEFLOW_DEMO_GRADER_DELAY_SECONDS)",
         "burst": "submissions of the load posted at once, before the others",
         "post_interval": "seconds between two submissions of the load after the burst",
         "post_retry": "seconds a POST is retried (same key) through an outage",

@@ -116,7 +116,7 @@ class Fault:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.grader_log.size() > start:
-                # The worker logs a call before its GRADEFLOW_TEST_GRADE_DELAY sleep: the grade is back
+                # The worker logs a call before its GRADEFLOW_DEMO_GRADER_DELAY_SECONDS sleep: the grade is back
                 # in the agent (and its checkpoint write starts) grade_delay s after its line.
                 calls = self.grader_log.calls()
                 if calls:

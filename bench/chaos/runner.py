@@ -84,7 +84,7 @@ def _env(stack: RestartableStack, admin_url: str, app_url: str, port: int, work_
          opts: Options, grader_log: Path) -> dict[str, str]:
     env = platform_env(database_url=app_url, admin_url=admin_url, redis_url=stack.redis_url,
                        temporal_address=stack.temporal_address, api_port=port, data_dir=work_dir)
-    env.update(GRADEFLOW_TEST_GRADE_DELAY=str(opts.grade_delay),
+    env.update(GRADEFLOW_DEMO_GRADER_DELAY_SECONDS=str(opts.grade_delay),
                GRADEFLOW_HEARTBEAT_TIMEOUT=str(opts.heartbeat_timeout),
                GRADEFLOW_SHUTDOWN_TIMEOUT="5", GRADEFLOW_LOG_LEVEL=opts.log_level,
                GRADEFLOW_TEST_GRADER_LOG=str(grader_log))

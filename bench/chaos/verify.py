@@ -58,7 +58,7 @@ def regrade_figures(calls: list[GraderCall], snaps: list[FaultSnapshot], questio
     ``calls``: the grader log's lines (one per grader call, written before its checkpoint, so a
     grade lost with a killed worker still has its line); their unix times are compared with each
     instant's ``wall`` (``time.time()`` at the instant). The worker writes a line at the grader call,
-    then sleeps ``GRADEFLOW_TEST_GRADE_DELAY``: the grade is *returned* (to the agent, which then
+    then sleeps ``GRADEFLOW_DEMO_GRADER_DELAY_SECONDS``: the grade is *returned* (to the agent, which then
     checkpoints it) ``grade_delay`` s after its line, unless the cognitive worker was killed in between
     (the grade never came back: it is only in flight, then graded again).
 

@@ -1,8 +1,10 @@
 """``gradeflow watch ID``: a submission's grading followed on its live feed, then its result table.
 
 The feed (``WS /v1/ws/submissions/{id}?token=...``) sends a snapshot of the submission, then
-``grading.progress`` messages (questions graded of the total, the graph node that finished) and status
-changes. Between messages the submission is read over HTTP every few seconds, so a feed without live
+``grading.progress`` messages (questions graded of the total, the ids graded so far, the graph node
+that finished) and status changes. The watch draws an overall bar and a bar per question of the exam
+(``GET /v1/exams/{id}``), each filled when its question is graded, and prints a line per graded
+question. Between messages the submission is read over HTTP every few seconds, so a feed without live
 events (Redis down: close 1011) or a missed message still ends the watch when grading ends.
 """
 
@@ -14,7 +16,7 @@ import sys
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from infra.client.http import EXIT_SERVER, EXIT_USER, ApiClient, ClientError
 from infra.client.render import console, print_result
@@ -40,13 +42,52 @@ def _message(raw: str | bytes) -> tuple[str, dict[str, Any]]:
     return str(msg.get("event_type") or msg.get("type") or ""), payload if isinstance(payload, dict) else {}
 
 
-async def _follow(api: ApiClient, submission_id: str, deadline: float, progress: Progress) -> str:
+class _Bars:
+    """The overall bar and one bar per question, filled from ``grading.progress`` messages."""
+
+    def __init__(self, progress: Progress, question_ids: list[str]) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("waiting", total=len(question_ids) or None)
+        self.questions: dict[str, TaskID] = {}
+        self.graded: set[str] = set()
+        for qid in question_ids:
+            self._bar(qid)
+
+    def _bar(self, qid: str) -> TaskID:
+        if qid not in self.questions:
+            self.questions[qid] = self.progress.add_task(f"  {escape(qid)}", total=1)
+        return self.questions[qid]
+
+    def describe(self, text: str) -> None:
+        self.progress.update(self.overall, description=text)
+
+    def mark_graded(self, question_ids: list[str], total: Any) -> list[str]:
+        """Fill the bars of ``question_ids``; return those not seen graded before, in order."""
+        new = [str(q) for q in question_ids if str(q) not in self.graded]
+        for qid in new:
+            self.graded.add(qid)
+            self.progress.update(self._bar(qid), completed=1, description=f"  {escape(qid)} graded")
+        total = total if isinstance(total, int) and total > 0 else (len(self.questions) or None)
+        self.progress.update(self.overall, total=total, completed=len(self.graded))
+        return new
+
+
+async def _question_ids(api: ApiClient, view: dict[str, Any]) -> list[str]:
+    """The exam's question ids in order (no bars up front if the exam cannot be read)."""
+    try:
+        exam = await api.request("GET", f"/v1/exams/{view['exam_id']}", what=f"watch {view['id']}")
+    except ClientError:
+        return []
+    return [str(q["id"]) for q in exam.get("questions") or [] if isinstance(q, dict) and q.get("id")]
+
+
+async def _follow(api: ApiClient, submission_id: str, deadline: float, bars: _Bars) -> str:
     """Follow the feed until the submission settles; return its status."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
     loop = asyncio.get_running_loop()
-    task = progress.add_task("waiting", total=None)
+    say = bars.progress.console.print
     status, done = "", -1
     try:
         async with connect(api.ws_url(f"/v1/ws/submissions/{submission_id}"), open_timeout=10,
@@ -69,19 +110,26 @@ async def _follow(api: ApiClient, submission_id: str, deadline: float, progress:
                 if kind == "grading.progress":
                     total, now_done = payload.get("questions_total"), int(payload.get("questions_done") or 0)
                     node = payload.get("current_node") or ""
-                    progress.update(task, total=total, completed=now_done,
-                                    description=f"grading{' · ' + escape(node) if node else ''}")
-                    if now_done != done:
-                        done = now_done
-                        progress.console.print(f"  {done}/{total} questions graded", highlight=False)
+                    bars.describe(f"grading{' · ' + escape(node) if node else ''}")
+                    graded = payload.get("graded_questions")
+                    if isinstance(graded, list):
+                        new = bars.mark_graded(graded, total)
+                        for n, qid in enumerate(new, len(bars.graded) - len(new) + 1):
+                            say(f"  {escape(qid)} graded ({n}/{total})", highlight=False)
+                    else:  # a worker that does not name the questions: the count only
+                        bars.progress.update(bars.overall, total=total, completed=now_done)
+                        if now_done != done:
+                            say(f"  {now_done}/{total} questions graded", highlight=False)
+                    done = now_done
                 elif payload.get("status"):
                     if payload["status"] != status:
-                        progress.console.print(f"  status {payload['status']}", highlight=False)
+                        say(f"  status {payload['status']}", highlight=False)
                     status = payload["status"]
-                    progress.update(task, description=escape(status))
+                    bars.describe(escape(status))
                     results = payload.get("results")
-                    if status in SETTLED and isinstance(results, list) and results and done < 0:
-                        progress.update(task, total=len(results), completed=len(results))  # settled before we came
+                    if status in SETTLED and isinstance(results, list) and results:
+                        bars.mark_graded([r["question_id"] for r in results if isinstance(r, dict)
+                                          and r.get("question_id")], len(results))  # settled before we came
     except InvalidStatus as exc:
         raise ClientError(f"watch {submission_id}: the live feed was refused "
                           f"({exc.response.status_code})", EXIT_USER) from None
@@ -114,12 +162,13 @@ async def watch(api: ApiClient, submission_id: str, *, timeout: float, quiet: bo
         ``needs_intervention`` or is still grading at the timeout.
 
     """
-    await _read(api, submission_id)  # a wrong id, token or URL is one clear line before any feed
+    first = await _read(api, submission_id)  # a wrong id, token or URL is one clear line before any feed
+    question_ids = await _question_ids(api, first)
     out = console()
     deadline = asyncio.get_running_loop().time() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=False, disable=quiet) as progress:
-        await _follow(api, submission_id, deadline, progress)
+        await _follow(api, submission_id, deadline, _Bars(progress, question_ids))
     view = await _read(api, submission_id)
     print_result(out, view)
     if view["status"] not in SETTLED:

@@ -1,9 +1,9 @@
 # ruff: noqa: F811 - pytest fixtures (saver, gf_settings) are imported from the shared harness
 """Kill -9 a real cognitive worker mid-grading, twice, with several gradings in flight.
 
-The cognitive worker runs as a subprocess (``python worker.py --queue cognitive``) with the test
-hook ``GRADEFLOW_TEST_GRADE_DELAY`` so grading is slow enough to be interrupted. Questions graded
-before a kill are not graded again (only those in flight at the kill may be), the crashes do not
+The cognitive worker runs as a subprocess (``python worker.py --queue cognitive``) with the demo
+setting ``GRADEFLOW_DEMO_GRADER_DELAY_SECONDS`` so grading is slow enough to be interrupted. Questions
+graded before a kill are not graded again (only those in flight at the kill may be), the crashes do not
 spend the grading's error budget, and every result equals an uninterrupted run of the same answers.
 """
 
@@ -49,7 +49,7 @@ RESULTS_SQL = ("SELECT question_id, score, max_points, confidence, grader FROM g
 
 
 def _start_worker(services, cognitive_queue: str, log: Path) -> subprocess.Popen:
-    env = {**services.env(), "GRADEFLOW_TEST_GRADE_DELAY": "0.8", "GRADEFLOW_SHUTDOWN_TIMEOUT": "5",
+    env = {**services.env(), "GRADEFLOW_DEMO_GRADER_DELAY_SECONDS": "0.8", "GRADEFLOW_SHUTDOWN_TIMEOUT": "5",
            "GRADEFLOW_TEST_GRADER_LOG": str(_grader_log(log))}
     return subprocess.Popen(
         [sys.executable, "worker.py", "--queue", "cognitive", "--task-queue", cognitive_queue],

@@ -50,3 +50,14 @@ def test_malformed_temporal_address(monkeypatch: pytest.MonkeyPatch, address: st
     monkeypatch.setenv("GRADEFLOW_TEMPORAL_ADDRESS", address)
     with pytest.raises(ValidationError, match="temporal_address"):
         Settings()
+
+
+def test_demo_grader_delay_refused_in_prod_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADEFLOW_JWT_SECRET", "k" * 32)
+    monkeypatch.setenv("GRADEFLOW_APP_DB_PASSWORD", "not-the-default")
+    monkeypatch.setenv("GRADEFLOW_DEMO_GRADER_DELAY_SECONDS", "1.5")
+    assert Settings(env="dev").demo_grader_delay_seconds == 1.5
+    with pytest.raises(ValidationError, match="GRADEFLOW_DEMO_GRADER_DELAY_SECONDS .*refused in prod"):
+        Settings(env="prod")
+    monkeypatch.setenv("GRADEFLOW_DEMO_GRADER_DELAY_SECONDS", "0")
+    assert Settings(env="prod").demo_grader_delay_seconds == 0
