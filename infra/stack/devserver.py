@@ -4,8 +4,9 @@ Starts PostgreSQL, Redis and the Temporal dev server (with Web UI) under the dat
 migrations, then runs the API, both workers and the outbox relay as child processes. The "running"
 banner prints once every child is ready: the API answers ``/v1/health``, each worker process polls
 its task queue (Temporal's ``DescribeTaskQueue`` lists a poller with that process's identity) and the
-relay holds its ``LISTEN`` connection. SIGINT or SIGTERM stops all of it within 10 s; a child that
-dies takes the rest down with a clear message.
+relay holds its ``LISTEN`` connection; it ends with a "try it" hint (dashboard, docs, Temporal Web UI
+and the example commands with a demo token, :mod:`infra.stack.try_it`). SIGINT or SIGTERM stops
+all of it within 10 s; a child that dies takes the rest down with a clear message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from infra.db.migrate import app_url_from_admin, migrate
 from infra.settings import Settings
 from infra.stack.embedded import EmbeddedStack, EmbeddedStackError, die_with_parent, ensure_port_free, free_port
 from infra.stack.metrics_ports import child_metrics_env, metrics_banner, metrics_urls
+from infra.stack.try_it import demo_token, try_it_hint
 
 DATABASE_NAME = "gradeflow"
 CHILD_STOP_SECONDS = 5.0
@@ -263,6 +265,7 @@ def run_dev(settings: Settings, *, cognitive_workers: int = 1) -> int:
         asyncio.run(wait_ready(procs, temporal_address=stack.temporal_address, namespace=settings.temporal_namespace,
                                admin_url=admin_url))
         elapsed = time.monotonic() - started
+        grader_delay = settings.demo_grader_delay_seconds
         print(
             "\n"
             f"  gradeflow is running (started in {elapsed:.1f}s)\n"
@@ -271,6 +274,9 @@ def run_dev(settings: Settings, *, cognitive_workers: int = 1) -> int:
             f"    Temporal Web UI {stack.temporal_ui_url}\n"
             f"{metrics_banner(metrics_urls(api_url, metrics_env, stack.temporal_metrics_url))}"
             f"    data            {data_dir}\n"
+            "\n"
+            f"{try_it_hint(api_url, stack.temporal_ui_url, demo_token(settings), grader_delay=grader_delay)}"
+            "\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,
         )

@@ -122,6 +122,9 @@ def test_dev_starts_answers_stops_and_keeps_data(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert elapsed < 10, f"stopping took {elapsed:.1f}s"
     assert "Temporal Web UI" in out and "OpenAPI docs" in out
+    # the "try it" hint, in the banner: the dashboard and the example commands with a demo token
+    assert f"Dashboard       http://127.0.0.1:{ports['API_PORT']}/ui" in before, before
+    assert "gradeflow submit examples/submission.json --exam $EXAM --watch" in before, before
 
     proc = _start(tmp_path / "data", ports)
     try:
