@@ -84,7 +84,7 @@ class _Tracker:
 
     def __init__(self, total: int, attempt: int, thread_id: str) -> None:
         self.graded: set[str] = set()
-        self.last_signal_at = float("-inf")
+        self.last_signal_at = time.monotonic()  # the first periodic signal comes one interval after the start
         self.progress = AgentProgress(questions_done=0, questions_total=total, attempt=attempt,
                                       thread_id=thread_id)
 
@@ -216,7 +216,10 @@ class AgentActivities:
             tracker.progress.checkpoint_id = snapshot.config["configurable"].get("checkpoint_id", "")
         ticker = asyncio.create_task(self._tick(tracker, info.heartbeat_timeout))
         try:
-            await self._report(inp, tracker, exam_id, force=True)
+            # A resumed attempt tells its workflow at once (the query shows the attempt and thread);
+            # a fresh one only once it has run for an interval: most gradings finish first and
+            # cost no signal at all (each is a workflow task and two history events).
+            await self._report(inp, tracker, exam_id, force=start.resume)
             graph_input: Any = None if start.resume else {}
             stream = graph.astream(graph_input, config, context=ctx,
                                    stream_mode=["updates", "checkpoints"])
@@ -292,9 +295,9 @@ class AgentActivities:
 
         Every step goes to Redis (cheap, live for WebSocket clients; with the ids of the questions
         graded so far); the workflow is signalled at most once per ``progress_signal_interval``
-        (each signal costs a workflow task and history events), and always at the start (so the
-        query shows the attempt and thread at once). The end is not signalled: the activity's
-        result carries it.
+        (each signal costs a workflow task and history events): the first one an interval after
+        the start, or at once with ``force`` (a resumed attempt). The end is not signalled: the
+        activity's result carries it.
         """
         progress = tracker.progress
         await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,

@@ -130,8 +130,10 @@ class Settings(BaseSettings):
     """Seconds a needs_review submission waits for a reviewer before it is escalated."""
     batch_max_concurrent: int = Field(default=20, ge=1)
     """Most child gradings one batch runs at once; a batch request's ``max_concurrent`` is capped to it."""
-    progress_signal_interval: float = Field(default=0.5, ge=0)
-    """Least seconds between progress signals from the agent to its workflow (Redis gets every step)."""
+    progress_signal_interval: float = Field(default=2.0, ge=0)
+    """Least seconds between progress signals from the agent to its workflow, and before the first one of a
+    fresh run (a resumed run signals at once). Live feeds get every step through Redis regardless; the
+    signals only keep the ``get_progress`` query and the Temporal Web UI current."""
     low_confidence_threshold: float = Field(default=0.6, ge=0, le=1)
     """Grades with confidence below this are flagged for human review."""
     llm_model: str | None = None

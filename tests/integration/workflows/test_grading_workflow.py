@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -99,6 +100,32 @@ async def test_grading_completes_persists_caches_and_emits_outbox(temporal_clien
     async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue):
         metadata = await handle.query("__temporal_workflow_metadata")
     assert "**completed** · 100% · 2/2 questions graded" in str(metadata)
+
+
+async def test_lone_grading_takes_two_workflow_tasks_and_no_signal(temporal_client, pools, saver, gf_settings,
+                                                                   task_queue, tenant_id):
+    """Load and persist run as local activities and a short run sends no progress signal.
+
+    Each workflow task is a round trip through the Temporal server and a replay on the worker: a lone
+    grading used to take six (start, load, a start signal, a periodic signal, agent, persist).
+    """
+    s = await seed(pools, tenant_id, QUESTIONS, ANSWERS)
+    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue) as cog:
+        handle = await temporal_client.start_workflow(
+            "GradingWorkflow", s.grading_input(cog), id=f"grade-{s.submission_id}", task_queue=task_queue,
+            result_type=GradingOutput)
+        out = await handle.result()
+        history = await handle.fetch_history()
+    assert out.status == "completed"
+    kinds = [e.event_type for e in history.events]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert scheduled == ["run_grading_agent"]
+    assert markers.count("core_local_activity") == 2  # load and persist
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 0
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 2
 
 
 async def test_flagged_submission_waits_for_review_then_applies_overrides(
@@ -201,11 +228,13 @@ async def test_property20_running_workflow_query_reports_stage_percentage_time(
     questions, answers = exam
     s = await seed(pools, tenant_id, questions, answers)
     seen: list[ProgressView] = []
+    # Signals at most every 0.25 s, so a run of 3 questions at >= 0.3 s each reports progress midway.
+    signalling = gf_settings.model_copy(update={"progress_signal_interval": 0.25})
 
     async def slow(call) -> None:
         await asyncio.sleep(grade_s)
 
-    async with grading_workers(temporal_client, pools, saver, gf_settings, task_queue, grade_hook=slow) as cog:
+    async with grading_workers(temporal_client, pools, saver, signalling, task_queue, grade_hook=slow) as cog:
         handle = await temporal_client.start_workflow(
             "GradingWorkflow", s.grading_input(cog, agent_max_concurrency=1), id=f"grade-{s.submission_id}",
             task_queue=task_queue, result_type=GradingOutput)
