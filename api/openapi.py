@@ -2,12 +2,13 @@
 
 FastAPI derives paths and schemas from the routes; :func:`install_openapi` then adds what routes
 do not declare one by one: every error an operation can return (as ``application/problem+json``),
-the ``Idempotency-Key`` headers of writes, the ``RateLimit-*``/``Retry-After`` headers and request
-examples.
+the ``Idempotency-Key`` headers of writes, the ``RateLimit-*``/``Retry-After`` headers, request
+examples, and (in the description, as OpenAPI has no WebSocket operations) the live feeds.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -70,6 +71,80 @@ EXAMPLES = {
 }
 
 
+def _json(example: dict[str, Any]) -> str:
+    return "```json\n" + json.dumps(example, indent=2) + "\n```"
+
+
+_SID, _EID = "8d3f0c52-6a1e-4f0b-9a0c-2b5e7d9f4a11", "6f1c2a9e-3b7d-4c1e-9a51-0c2f7d8e9b10"
+WS_EXAMPLES: dict[str, dict[str, Any]] = {
+    "snapshot": {"event_id": None, "stream_id": None, "event_type": "snapshot", "submission_id": _SID,
+                 "occurred_at": "2026-11-29T10:15:00.120000+00:00",
+                 "payload": {"id": _SID, "exam_id": _EID, "student_id": "s-1042", "status": "grading",
+                             "total": None, "max_total": 10.0, "results": []}},
+    "grading.progress": {"event_id": None, "stream_id": None, "event_type": "grading.progress",
+                         "submission_id": _SID, "occurred_at": "2026-11-29T10:15:01.480000+00:00",
+                         "payload": {"questions_done": 2, "questions_total": 4, "graded_questions": ["q1", "q3"],
+                                     "current_node": "grade_question", "attempt": 1, "finished": False,
+                                     "checkpoint_id": "1f0c-…", "thread_id": "…"}},
+    "submission.graded": {"event_id": "3c9a6f0e-…", "stream_id": "1764411302311-0",
+                          "event_type": "submission.graded", "submission_id": _SID,
+                          "occurred_at": "2026-11-29T10:15:02.300000+00:00",
+                          "payload": {"status": "completed", "total": 9.5, "max_total": 10.0, "exam_id": _EID,
+                                      "flagged": []}},
+    "batch.progress": {"event_id": None, "stream_id": None, "event_type": "batch.progress", "submission_id": None,
+                       "occurred_at": "2026-11-29T10:16:40.010000+00:00",
+                       "payload": {"batch_id": "0b8e4c1d-…", "kind": "grade", "total": 30, "done": 12,
+                                   "running": 5, "percentage": 40.0,
+                                   "counts": {"completed": 10, "needs_review": 2}}},
+}
+"""Example messages of the live feeds, shown in the API description."""
+
+LIVE_FEEDS_DESCRIPTION = f"""
+## Live feeds (WebSocket)
+
+OpenAPI cannot describe WebSocket routes, so the two live feeds are described here.
+
+- `WS /v1/ws/submissions/{{submission_id}}`: any role of the tenant (a caller whose only role is
+  `submitter`: only the submissions it created). A snapshot of the submission (as
+  `GET /v1/submissions/{{id}}`), then every event about it.
+- `WS /v1/ws/exams/{{exam_id}}`: roles `reviewer` and `admin`. A snapshot `{{exam, submissions_by_status}}`,
+  then the events of every submission of the exam and the progress of its batches.
+
+**Authentication.** `Authorization: Bearer <JWT>` on the handshake, or `?token=<JWT>` (browsers cannot
+set headers on a WebSocket). A refusal is an accepted handshake closed with a code: **4401** no, an
+invalid or an expired token; **4403** the token grants no known role or may not follow this feed;
+**4404** no such submission/exam for this token (another tenant's id looks the same); **4429** the
+tenant holds `GRADEFLOW_WS_MAX_FEEDS_PER_TENANT` feeds on this API process. Over the connect rate limit
+the handshake is answered 429, with PostgreSQL unavailable 503 (both with `Retry-After`). After the
+snapshot, **1011** means live events are unavailable (Redis down): read over HTTP, reconnect later.
+
+**Messages.** Every message is one JSON object
+`{{event_id, stream_id, event_type, submission_id, occurred_at, payload}}`. The first is always the
+`snapshot`; then, in order:
+
+- `grading.progress` (ephemeral, `stream_id` null): questions graded of the total, the ids graded so
+  far (`graded_questions`), the graph node that finished.
+- `submission.received`, `submission.status_changed`, `submission.graded`, `submission.reviewed`,
+  `submission.retried` (durable: they carry an `event_id` and a `stream_id`).
+- `batch.progress` (exam feeds only, ephemeral): a batch on the exam advanced: `counts` by status,
+  `done`, `total`, `running`, `percentage` (as `GET /v1/batches/{{id}}`).
+
+{_json(WS_EXAMPLES["snapshot"])}
+
+{_json(WS_EXAMPLES["grading.progress"])}
+
+{_json(WS_EXAMPLES["submission.graded"])}
+
+{_json(WS_EXAMPLES["batch.progress"])}
+
+**Resume.** Durable events carry a `stream_id`. Reconnect with
+`?last_event_id=<the last stream_id you saw>`: after the snapshot you first receive the durable events
+you missed (from the tenant's Redis Stream), then live ones, never a duplicate. Ephemeral messages
+(progress) are not replayed: the snapshot holds the current state.
+"""
+"""Appended to the API description: the WebSocket routes, which OpenAPI cannot describe."""
+
+
 def _decorate(path: str, method: str, op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
     responses.pop("422", None)
@@ -105,7 +180,8 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+        description = f"{app.description or ''}\n{LIVE_FEEDS_DESCRIPTION}"
+        schema = get_openapi(title=app.title, version=app.version, description=description,
                              routes=app.routes, tags=app.openapi_tags)
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
