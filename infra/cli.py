@@ -162,8 +162,9 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
 
     The relay publishes outbox events (each submission event also repairs that submission's hot copy);
     the reconciler starts gradings of submissions left ``queued`` (:mod:`infra.temporal.reconciler`);
-    the bridge turns the Redis stream of external events into ``external_event`` signals. All three
-    share the relay's stop signal.
+    the bridge turns the Redis stream of external events into ``external_event`` signals; every event
+    also becomes webhook deliveries (:mod:`infra.webhooks.fanout`) that the webhook dispatcher sends
+    (:mod:`infra.webhooks.dispatcher`). All of them share the relay's stop signal.
     """
     import os
     import socket
@@ -174,10 +175,12 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
     from infra.constants import SUBMISSION_EVENTS
     from infra.db.pools import PoolManager
     from infra.events.external import ExternalEventBridge
-    from infra.events.relay import run_relay
+    from infra.events.relay import EVERY_EVENT, run_relay
     from infra.stack.preflight import connect_temporal
     from infra.stores.submissions import copy_repair_handler
     from infra.temporal.reconciler import StrandedReconciler
+    from infra.webhooks.dispatcher import WebhookDispatcher
+    from infra.webhooks.fanout import webhook_fanout
 
     client = await connect_temporal(str(settings.temporal_address), settings.temporal_namespace)
     stop = asyncio.Event()
@@ -186,6 +189,11 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
     handlers = {event_type.value: repair for event_type in SUBMISSION_EVENTS}
     pools = PoolManager(str(settings.database_url), None, min_size=1, max_size=2, name="gradeflow-reconciler")
     await pools.open()
+    hook_pools = PoolManager(str(settings.database_url), None, min_size=1, max_size=4, name="gradeflow-webhooks")
+    await hook_pools.open()
+    dispatcher = WebhookDispatcher.from_settings(hook_pools, settings)
+    handlers[EVERY_EVENT] = webhook_fanout(hook_pools, wake=dispatcher.wake)
+    dispatcher_task = asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher")
     reconciler = StrandedReconciler(pools, client, grace_seconds=settings.reconcile_after_seconds,
                                     interval_seconds=settings.reconcile_interval_seconds, settings=settings)
     reconciler_task = asyncio.create_task(reconciler.run(stop), name="reconciler")
@@ -196,13 +204,14 @@ async def _relay_with_reconciler(settings) -> None:  # type: ignore[no-untyped-d
         await run_relay(settings, handlers=handlers, stop=stop)
     finally:
         stop.set()
-        for task in (bridge_task, reconciler_task):
+        for task in (bridge_task, reconciler_task, dispatcher_task):
             try:
                 await asyncio.wait_for(task, settings.shutdown_timeout)  # cancelled if it overruns
             except TimeoutError:
                 pass
         await redis.aclose()
         await pools.close()
+        await hook_pools.close()
 
 
 def _cmd_token(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

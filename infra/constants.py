@@ -52,6 +52,7 @@ class EventType(StrEnum):
     SUBMISSION_RETRIED = "submission.retried"
     GRADING_PROGRESS = "grading.progress"
     RUBRIC_CHANGED = "rubric.changed"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 
 
 SUBMISSION_EVENTS = (EventType.SUBMISSION_RECEIVED, EventType.SUBMISSION_STATUS, EventType.SUBMISSION_GRADED,

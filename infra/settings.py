@@ -111,6 +111,23 @@ class Settings(BaseSettings):
     outbox_dedupe_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     """How long Redis remembers that an event id is on the stream (a re-send within it appends nothing)."""
 
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0], min_length=1)
+    """Seconds before each retry of a failed webhook delivery (JSON list; with jitter): the default is the
+    Standard Webhooks schedule, 8 attempts over about 27 hours; after the last, a ``webhook`` dead letter."""
+    webhook_retry_jitter: float = Field(default=0.1, ge=0, lt=1)
+    """Each retry delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook request may take (connect, send, answer) before it counts as failed."""
+    webhook_disable_after_seconds: float = Field(default=86400.0, gt=0)
+    """An endpoint whose deliveries have all failed for this long is disabled (status and reason in GET)."""
+    webhook_secret_grace_seconds: float = Field(default=86400.0, ge=0)
+    """After a secret rotation, deliveries are signed with the old secret too for this long (0: not at all)."""
+    webhook_poll_interval: float = Field(default=1.0, gt=0)
+    """Seconds between the webhook dispatcher's looks for due deliveries (a new event wakes it sooner)."""
+    webhook_batch_size: int = Field(default=20, ge=1)
+    """Deliveries one dispatcher claims (and sends concurrently) at a time."""
+
     reconcile_after_seconds: float = Field(default=30.0, gt=0)
     """A submission still queued this long after intake has its grading started by the reconciler."""
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)

@@ -3,7 +3,8 @@
 One record per (tenant, kind, reference): ``outbox`` events whose handler kept failing (written by the
 relay through ``outbox_dead_letter``), external events (``external_event``) the bridge could not deliver, and
 submissions (``submission``) in ``needs_intervention`` (written by the activity that marks them, in its
-transaction). A re-failure re-opens the same record and adds its attempts.
+transaction) and webhook deliveries (``webhook``, reference = the delivery id) whose last attempt failed.
+A re-failure re-opens the same record and adds its attempts.
 
 Replays go through each kind's normal path, idempotent by event id (see :func:`replay_dead_letter`);
 replays and discards run under the item's tenant (row-level security) and each leaves an audit row
@@ -79,6 +80,9 @@ UPDATE event_outbox SET status = 'pending', attempts = 0, transient_failures = 0
  WHERE event_id = %(event_id)s::uuid AND status = 'failed' RETURNING id"""
 OUTBOX_DISCARD_SQL = """
 UPDATE event_outbox SET status = 'discarded' WHERE event_id = %(event_id)s::uuid AND status = 'failed' RETURNING id"""
+WEBHOOK_REPLAY_SQL = """
+UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()
+ WHERE id = %(delivery_id)s::bigint AND status = 'failed' RETURNING id"""
 NOTIFY_OUTBOX_SQL = "SELECT pg_notify('gradeflow_outbox', current_setting('app.current_tenant'))"
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -114,7 +118,7 @@ class DeadLetter:
     tenant_id: str
     """Owning tenant."""
     kind: str
-    """What gave up: ``outbox``, ``external_event``, ``submission`` (later ``webhook``)."""
+    """What gave up: ``outbox``, ``external_event``, ``submission``, ``webhook`` (a delivery)."""
     event_type: str | None
     """What it was doing, e.g. the event type."""
     reference_id: str
@@ -296,6 +300,8 @@ async def replay_dead_letter(pools: PoolManager, item_id: int, *, actor: str, re
       records an event id once) by ``republish``.
     * ``submission``: the operator retry (``retry``): a new grading run that resumes from the last
       checkpoint.
+    * ``webhook``: the delivery goes back to ``pending`` with a fresh schedule (sent again with the
+      same ``webhook-id``; not while its endpoint is disabled).
 
     A replay that fails again re-opens the same record.
 
@@ -332,6 +338,12 @@ async def replay_dead_letter(pools: PoolManager, item_id: int, *, actor: str, re
                 raise DeadLetterConflictError(f"dead letter {item_id}: event {row['reference_id']} is no longer failed")
             await conn.execute(NOTIFY_OUTBOX_SQL)
             detail: dict[str, Any] = {"event_id": row["reference_id"]}
+        elif kind == "webhook":
+            cur = await conn.execute(WEBHOOK_REPLAY_SQL, {"delivery_id": row["reference_id"]})
+            if await cur.fetchone() is None:
+                raise DeadLetterConflictError(f"dead letter {item_id}: webhook delivery {row['reference_id']} is "
+                                              "no longer failed")
+            detail = {"delivery_id": int(row["reference_id"]), "event_id": row["payload"].get("event_id")}
         elif kind == "external_event":
             if republish is None:
                 raise DeadLetterUnavailableError(f"dead letter {item_id} is an external event: replaying it needs "

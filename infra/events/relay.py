@@ -77,6 +77,8 @@ DEAD_LETTER_SQL = "SELECT outbox_dead_letter(%s) AS dlq_id"
 REPLAY_FAILED_SQL = "SELECT outbox_replay_failed(%s) AS replayed"
 
 Handler = Callable[[EventEnvelope], Awaitable[None]]
+EVERY_EVENT = "*"
+"""Handler key run for every event, after the handler of its type (e.g. the webhook fan-out)."""
 Aggregate = tuple[str, str, str]
 FINAL_STATUSES = frozenset({SubmissionStatus.COMPLETED, SubmissionStatus.NEEDS_REVIEW, SubmissionStatus.FAILED,
                             SubmissionStatus.NEEDS_INTERVENTION})
@@ -133,7 +135,8 @@ class OutboxRelay:
         max_attempts: logical failures (a handler raising for the event) before it is dead-lettered;
             transient failures never count.
         stream_maxlen: approximate cap of each tenant stream.
-        handlers: per event type, an async callback run after publishing (its failures are classified too).
+        handlers: per event type, an async callback run after publishing (its failures are classified too);
+            the one under :data:`EVERY_EVENT` (``"*"``) runs for every event, after its type's.
         name: label for logs.
         backoff_base: first retry delay, seconds.
         backoff_cap: longest retry delay, seconds (also the pace of retries through an outage).
@@ -223,6 +226,9 @@ class OutboxRelay:
             handler = self.handlers.get(envelope.event_type)
             if handler is not None:
                 await handler(envelope)
+            every = self.handlers.get(EVERY_EVENT)
+            if every is not None:
+                await every(envelope)
         except Exception as exc:  # noqa: BLE001 - classified: transient retried forever, logical counted
             if is_transient(exc):
                 return await self._retry_transient(conn, row, exc, redis_down=published is None)

@@ -99,6 +99,19 @@ DEAD_LETTERS = Gauge(
 BACKLOG_SAMPLE_ERRORS = Counter(
     "gradeflow_backlog_sample_errors_total", "Failed samples of the outbox backlog or the dead letters")
 
+# --------------------------------------------------------------------------- webhooks
+
+WEBHOOK_DELIVERIES = Counter(
+    "gradeflow_webhook_deliveries_total", "Webhook delivery attempts by outcome: delivered (2xx), retry (failed, "
+    "another attempt scheduled), dead_lettered (the last attempt failed), refused (the URL's address is not "
+    "allowed)", ["outcome"])
+WEBHOOK_DELIVERY_DURATION = Histogram(
+    "gradeflow_webhook_delivery_duration_seconds", "Time of one webhook request (address check, connect, answer)",
+    buckets=FAST_BUCKETS)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "gradeflow_webhook_endpoints_disabled_total", "Webhook endpoints disabled after failing for the disable window")
+WEBHOOK_OUTCOMES = ("delivered", "retry", "dead_lettered", "refused")
+
 # --------------------------------------------------------------------------- backups
 
 BACKUPS = Counter(
@@ -146,6 +159,8 @@ def _initialise() -> None:
         AGENT_ATTEMPT_RETRIES.labels(cause)
     for result in ("verified", "unverified", "verification_failed", "failed"):
         BACKUPS.labels(result)
+    for outcome in WEBHOOK_OUTCOMES:
+        WEBHOOK_DELIVERIES.labels(outcome)
 
 
 _initialise()
