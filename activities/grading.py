@@ -29,7 +29,7 @@ from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events import dead_letters, live
 from infra.events.outbox import add_event, derived_event_id
-from infra.stores import checkpoints, grading, submissions
+from infra.stores import checkpoints, grading, history, submissions, writer
 from infra.stores.rubrics import RubricCache, questions_loader
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ PERMANENT_DB_ERRORS = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
 def _permanent(exc: BaseException, kind: str) -> ApplicationError:
     return ApplicationError(f"{kind}: {exc}", type=kind, non_retryable=True)
+
+
+VERSION_CONFLICT = "VersionConflict"
+"""Type of the non-retryable error of a write refused by the version fence (a newer change exists)."""
 
 
 class GradingActivities:
@@ -59,6 +63,11 @@ class GradingActivities:
 
     def _cache(self) -> Cache:
         return Cache(self.pools.redis, ttl_seconds=int(getattr(self.settings, "cache_ttl_seconds", 3600)))
+
+    def _writer(self, submission_id: str) -> Any:
+        """``lock:submission:{id}`` for a change of the submission's grades (see :mod:`infra.stores.writer`)."""
+        return writer.writer_for(self.pools, submission_id, writer.WriterOptions.from_settings(self.settings),
+                                 owner=f"activity:{_workflow_id()}")
 
     @activity.defn
     async def load_grading_context(self, ref: SubmissionRef) -> GradingMetadata:
@@ -99,6 +108,7 @@ class GradingActivities:
             submission_id=ref.submission_id, exam_id=inputs.submission["exam_id"],
             questions_total=len(inputs.questions),
             max_total=sum(q.max_points for q in inputs.questions), status=SubmissionStatus.GRADING,
+            version=int(row["version"]),
         )
 
     @activity.defn
@@ -118,14 +128,25 @@ class GradingActivities:
         """
         flagged, total = list(inp.flagged), inp.total
         try:
-            async with self.pools.transaction(inp.tenant_id) as conn:
+            async with self._writer(inp.submission_id), self.pools.transaction(inp.tenant_id) as conn:
+                current = await writer.lock_submission(conn, inp.submission_id)
+                if current is None:
+                    raise grading.SubmissionNotFoundError(f"submission {inp.submission_id} not found")
                 if inp.keep_reviewed:  # a regrade: a reviewer's score stands, so it asks for no review
                     reviewed = await grading.reviewed_questions(conn, inp.submission_id)
                     flagged = [q for q in flagged if q not in reviewed]
                 status = SubmissionStatus.NEEDS_REVIEW if flagged else SubmissionStatus.COMPLETED
+                fenced = (current["version"] == inp.expected_version if inp.expected_version
+                          else current["status"] == SubmissionStatus.GRADING)
+                if not fenced:
+                    if await writer.event_committed(conn, _change_id(inp.submission_id, current["version"],
+                                                                     EventType.SUBMISSION_GRADED, status)):
+                        return PersistOutput(status=current["status"], version=current["version"])  # a re-run
+                    raise writer.VersionConflictError(inp.submission_id, inp.expected_version, current["version"])
                 row = await grading.save_results(
                     conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id, grades=inp.grades,
                     status=status, total=inp.total, max_total=inp.max_total, keep_reviewed=inp.keep_reviewed,
+                    trace_id=inp.trace_id or None,
                 )
                 if row.get("total") is not None:
                     total = float(row["total"])
@@ -146,6 +167,8 @@ class GradingActivities:
                     from_statuses=("open", "replayed"))
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
+        except writer.VersionConflictError as exc:
+            raise _permanent(exc, VERSION_CONFLICT) from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidResult") from exc
         await self._refresh_view(inp.tenant_id, inp.submission_id)
@@ -163,13 +186,30 @@ class GradingActivities:
 
         """
         try:
-            async with self.pools.transaction(inp.tenant_id) as conn:
+            async with self._writer(inp.submission_id), self.pools.transaction(inp.tenant_id) as conn:
+                current = await writer.lock_submission(conn, inp.submission_id)
+                if current is not None and inp.expected_version and current["version"] != inp.expected_version:
+                    if await writer.event_committed(conn, _change_id(inp.submission_id, current["version"],
+                                                                     "set_status", inp.status, inp.actor_id or "")):
+                        after = await grading.load_submission(conn, inp.submission_id)  # a re-run: already applied
+                        return StatusOutput(status=after["status"], changed=True,
+                                            total=float(after["total"]) if after.get("total") is not None else None)
+                    raise writer.VersionConflictError(inp.submission_id, inp.expected_version, current["version"])
                 before = await grading.load_submission(conn, inp.submission_id)
                 total = None
+                scores_before = await history.current_scores(conn, inp.submission_id)
                 if inp.overrides or inp.feedback:
                     total = await grading.apply_overrides(conn, inp.submission_id, inp.overrides or {},
                                                                 feedback=inp.feedback)
                 row = await grading.set_status(conn, inp.submission_id, inp.status, error=inp.error)
+                if inp.overrides:
+                    changes = history.changes_between(scores_before,
+                                                      await history.current_scores(conn, inp.submission_id))
+                    await history.record_changes(
+                        conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                        changes=[history.ScoreChange(c.question_id, c.old, c.new) for c in changes],
+                        source="review", submission_version=int(row["version"]), actor_id=inp.actor_id,
+                        trace_id=inp.trace_id or None)
                 changed = before["status"] != row["status"]
                 if changed or inp.overrides or inp.feedback:
                     payload: dict[str, Any] = {"status": row["status"], "from": before["status"], "error": inp.error,
@@ -189,6 +229,8 @@ class GradingActivities:
             raise _permanent(exc, "SubmissionNotFound") from exc
         except KeyError as exc:
             raise _permanent(exc, "InvalidOverride") from exc
+        except writer.VersionConflictError as exc:
+            raise _permanent(exc, VERSION_CONFLICT) from exc
         except PERMANENT_DB_ERRORS as exc:
             raise _permanent(exc, "InvalidTransition") from exc
         await self._refresh_view(inp.tenant_id, inp.submission_id)

@@ -35,6 +35,8 @@ class GradingMetadata:
     """Full marks of the exam."""
     status: str
     """Submission status after loading (``grading``)."""
+    version: int = 0
+    """Submission row version after loading: the version ``persist_grading_result`` expects (its fence)."""
 
 
 @dataclass
@@ -127,6 +129,9 @@ class PersistInput:
     """Checkpoint thread the agent finished on (recorded for checkpoint retention)."""
     keep_reviewed: bool = False
     """A regrade keeping reviewers' scores: questions a reviewer overrode keep their row (and are not flagged)."""
+    expected_version: int = 0
+    """Submission version this run's load committed; the write is refused at any other version (the fence).
+    0 (inputs of runs started before the fence): the submission must still be ``grading``."""
 
 
 @dataclass
@@ -162,6 +167,9 @@ class StatusInput:
     question that appears here only)."""
     attempts: int = 0
     """Agent attempts the grading spent (``mark_needs_intervention``: recorded on its dead letter)."""
+    expected_version: int = 0
+    """``set_status``: submission version the workflow last committed; another version refuses the write
+    (the fence). 0: not fenced (inputs of runs started before the fence)."""
 
 
 @dataclass

@@ -52,6 +52,8 @@ class EventType(StrEnum):
     SUBMISSION_RETRIED = "submission.retried"
     GRADING_PROGRESS = "grading.progress"
     RUBRIC_CHANGED = "rubric.changed"
+    REGRADE_REQUESTED = "regrade_request.created"
+    REGRADE_REQUEST_RESOLVED = "regrade_request.resolved"
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 
 

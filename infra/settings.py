@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     """Seconds a needs_review submission waits for a reviewer before it is escalated."""
     batch_max_concurrent: int = Field(default=20, ge=1)
     """Most child gradings one batch runs at once; a batch request's ``max_concurrent`` is capped to it."""
+    submission_lock_ttl: float = Field(default=30.0, gt=0)
+    """Seconds the per-submission writer lock (``lock:submission:{id}``) lives unless renewed (every ttl/3)."""
+    submission_lock_wait: float = Field(default=10.0, gt=0)
+    """Seconds a change of a submission's grades waits for another writer's lock before giving up (retryable)."""
+    submission_lock_outage: float = Field(default=2.0, ge=0)
+    """Seconds a writer retries an unreachable Redis before changing grades without the lock (the version
+    fence still refuses stale writes)."""
     progress_signal_interval: float = Field(default=2.0, ge=0)
     """Least seconds between progress signals from the agent to its workflow, and before the first one of a
     fresh run (a resumed run signals at once). Live feeds get every step through Redis regardless; the

@@ -2,7 +2,22 @@
 
 from fastapi import APIRouter
 
-from api.routes import batches, dlq, exams, health, listing, metrics, progress, retry, review, submissions, traces, ws
+from api.routes import (
+    batches,
+    dlq,
+    exams,
+    health,
+    history,
+    listing,
+    metrics,
+    progress,
+    regrade_requests,
+    retry,
+    review,
+    submissions,
+    traces,
+    ws,
+)
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -11,6 +26,8 @@ api_router.include_router(listing.router)
 api_router.include_router(submissions.router)
 api_router.include_router(progress.router)
 api_router.include_router(review.router)
+api_router.include_router(history.router)
+api_router.include_router(regrade_requests.router)
 api_router.include_router(retry.router)
 api_router.include_router(batches.router)
 api_router.include_router(dlq.router)

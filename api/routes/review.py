@@ -19,13 +19,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from api.auth import require_roles
-from api.deps import CacheDep, PoolsDep, SubmissionId, TemporalDep, TenantDep, TraceIdDep
+from api.deps import CacheDep, PoolsDep, SettingsDep, SubmissionId, TemporalDep, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from api.schemas import ReviewCreate, SubmissionOut
 from infra.constants import UPDATE_REVIEW, SubmissionStatus
 from infra.sagas.review import OverrideRequest, ReviewSaga, SagaStatus, validate_overrides
 from infra.security.tokens import Principal
 from infra.stores import review, submissions
+from infra.stores.writer import WriterOptions
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ async def _via_workflow(temporal: Any, pools: Any, tenant: str, target: review.R
 
 
 async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTarget,
-                    reviewer: Principal, body: ReviewCreate, trace_id: str) -> None:
+                    reviewer: Principal, body: ReviewCreate, trace_id: str, writer_options: WriterOptions) -> None:
     """Run the override saga on a completed submission; raise a problem unless it completed."""
     if not body.approve:
         raise _conflict("A completed grading cannot be rejected; override its scores instead.")
@@ -122,7 +123,7 @@ async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTa
         overrides={q: (o.score, o.feedback) for q, o in body.overrides.items()},
         expected_version=target.version, reason=body.reason, trace_id=trace_id)
     # shielded: a client disconnect must not strand the saga half way
-    outcome = await asyncio.shield(ReviewSaga(pools, cache=cache).run(request))
+    outcome = await asyncio.shield(ReviewSaga(pools, cache=cache, writer_options=writer_options).run(request))
     if outcome.status == SagaStatus.COMPLETED:
         return
     if outcome.conflict:
@@ -139,7 +140,7 @@ async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTa
                               "description": "Review accepted; the workflow is still applying it."}})
 async def review_submission(submission_id: SubmissionId, body: ReviewCreate, reviewer: ReviewerDep, tenant: TenantDep,
                             pools: PoolsDep, cache: CacheDep, temporal: TemporalDep, trace_id: TraceIdDep,
-                            response: Response) -> dict:
+                            response: Response, settings: SettingsDep) -> dict:
     """Approve, reject or override a submission's grades; replies with the submission after the review.
 
     ``needs_review``: the decision is sent to the grading workflow (``approve=false`` fails the
@@ -161,5 +162,5 @@ async def review_submission(submission_id: SubmissionId, body: ReviewCreate, rev
         if not applied:
             response.status_code = 202
     else:
-        await _via_saga(pools, cache, tenant, target, reviewer, body, trace_id)
+        await _via_saga(pools, cache, tenant, target, reviewer, body, trace_id, WriterOptions.from_settings(settings))
     return await _view(pools, tenant, submission_id)

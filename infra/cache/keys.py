@@ -50,3 +50,8 @@ def rate_limit_key(tenant_id: str, route_class: str) -> str:
 def lock_key(name: str) -> str:
     """Distributed lock."""
     return f"{PREFIX}:lock:{name}"
+
+
+def submission_lock_name(submission_id: str) -> str:
+    """Lock name of one writer per submission: the key is ``lock:submission:{id}`` under :data:`PREFIX`."""
+    return f"submission:{submission_id}"

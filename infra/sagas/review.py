@@ -33,7 +33,7 @@ from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events import live
 from infra.observability.metrics import SAGA_DURATION
-from infra.stores import review
+from infra.stores import review, writer
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ class OverrideRequest:
     """Submission version the overrides were validated against."""
     reason: str | None = None
     trace_id: str | None = None
+    source: str = "review"
+    """Score-history source: ``review``, or ``request`` when the override accepts a regrade request."""
+    request_id: str | None = None
+    """The regrade request the override accepts (marked ``accepted`` in step 1's transaction)."""
 
 
 @dataclass
@@ -122,12 +126,19 @@ class ReviewSagaSteps:
     Args:
         pools: pool manager (PostgreSQL with RLS, Redis).
         cache: the read-model cache whose submission entry the saga invalidates.
+        writer_options: how step 1 and its compensation hold ``lock:submission:{id}`` (defaults
+            when not given; see :mod:`infra.stores.writer`).
 
     """
 
-    def __init__(self, pools: PoolManager, cache: Cache) -> None:
+    def __init__(self, pools: PoolManager, cache: Cache, *, writer_options: writer.WriterOptions | None = None) -> None:
         self.pools = pools
         self.cache = cache
+        self.writer_options = writer_options or writer.WriterOptions()
+
+    def _writer(self, ctx: SagaContext) -> Any:
+        return writer.writer_for(self.pools, ctx.request.submission_id, self.writer_options,
+                                 owner=f"saga:{ctx.saga_id}")
 
     def plan(self) -> list[SagaStep]:
         """The saga's steps in execution order."""
@@ -145,18 +156,22 @@ class ReviewSagaSteps:
     async def update_db(self, ctx: SagaContext) -> None:
         """Step 1: results, total, audit and outbox event in one transaction."""
         req = ctx.request
-        ctx.applied = await review.apply_override(
-            self.pools, req.tenant_id, req.submission_id, actor_id=req.actor_id, overrides=req.overrides,
-            reason=req.reason, saga_id=ctx.saga_id, expected_version=req.expected_version, trace_id=req.trace_id)
+        source: Any = req.source
+        async with self._writer(ctx):
+            ctx.applied = await review.apply_override(
+                self.pools, req.tenant_id, req.submission_id, actor_id=req.actor_id, overrides=req.overrides,
+                reason=req.reason, saga_id=ctx.saga_id, expected_version=req.expected_version, trace_id=req.trace_id,
+                source=source, request_id=req.request_id)
 
     async def restore_db(self, ctx: SagaContext) -> None:
         """Compensation of step 1: the previous rows, exactly, with an audit of the compensation."""
         if ctx.applied is None:
             return
         req = ctx.request
-        await review.restore_override(self.pools, req.tenant_id, req.submission_id, ctx.applied,
-                                            actor_id=req.actor_id, saga_id=ctx.saga_id, error=ctx.error,
-                                            trace_id=req.trace_id)
+        async with self._writer(ctx):
+            await review.restore_override(self.pools, req.tenant_id, req.submission_id, ctx.applied,
+                                          actor_id=req.actor_id, saga_id=ctx.saga_id, error=ctx.error,
+                                          trace_id=req.trace_id)
 
     async def invalidate_cache(self, ctx: SagaContext) -> None:
         """Step 2: delete the hot copy and broadcast the invalidation."""
@@ -204,15 +219,16 @@ class ReviewSaga:
         pools: pool manager (the saga rows live in PostgreSQL).
         steps: the steps (default :class:`ReviewSagaSteps` on ``pools`` and ``cache``).
         cache: required when ``steps`` is not given.
+        writer_options: lock options of the default steps.
 
     """
 
     def __init__(self, pools: PoolManager, *, steps: ReviewSagaSteps | None = None,
-                 cache: Cache | None = None) -> None:
+                 cache: Cache | None = None, writer_options: writer.WriterOptions | None = None) -> None:
         if steps is None:
             if cache is None:
                 raise ValueError("ReviewSaga needs steps or a cache")
-            steps = ReviewSagaSteps(pools, cache)
+            steps = ReviewSagaSteps(pools, cache, writer_options=writer_options)
         self.pools = pools
         self.steps = steps
 
@@ -252,7 +268,7 @@ class ReviewSaga:
                 await step.action(ctx)
             except Exception as exc:  # noqa: BLE001 - every failure is compensated and recorded
                 ctx.error = _error(step.name, exc)
-                ctx.conflict = isinstance(exc, review.ReviewConflictError)
+                ctx.conflict = isinstance(exc, review.ReviewConflictError | writer.SubmissionBusyError)
                 logger.warning("review saga %s failed at %s; compensating", ctx.saga_id, ctx.error)
                 await self._record(ctx, step.name, "execute", "failed", error=ctx.error,
                                    status=SagaStatus.COMPENSATING)

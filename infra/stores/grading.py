@@ -15,6 +15,7 @@ import psycopg
 
 from agents.rubric import Question
 from infra.db.pools import SET_TENANT_SQL
+from infra.stores import history
 
 LOAD_SUBMISSION_SQL = """
 SELECT id::text AS id, exam_id::text AS exam_id, status, trace_id, total, max_total, error, version
@@ -206,11 +207,13 @@ async def set_status(conn: Conn, submission_id: str, status: str, *,
 
 async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
                        grades: list[dict[str, Any]], status: str, total: float,
-                       max_total: float, keep_reviewed: bool = False) -> dict[str, Any]:
+                       max_total: float, keep_reviewed: bool = False, trace_id: str | None = None,
+                       actor_id: str = "agent") -> dict[str, Any]:
     """Upsert one grading_results row per grade, then set the submission's status and totals.
 
     With ``keep_reviewed`` (a regrade) rows a reviewer overrode are kept and the total is the sum of
-    the stored scores.
+    the stored scores. Every score that changed gets a ``score_history`` row in this transaction:
+    source ``agent`` for a question's first grade, ``regrade`` when it replaces an earlier one.
 
     Returns:
         ``{"status", "version"}`` of the submission after the update.
@@ -220,6 +223,7 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
         psycopg.errors.CheckViolation: A grade breaks a constraint or the transition is refused.
 
     """
+    before = await history.current_scores(conn, submission_id)
     async with conn.cursor() as cur:  # one pipelined batch, not a round trip per question
         await cur.executemany(UPSERT_KEEP_REVIEWED_SQL if keep_reviewed else UPSERT_RESULT_SQL, [{
             "submission_id": submission_id, "tenant_id": tenant_id,
@@ -236,6 +240,13 @@ async def save_results(conn: Conn, *, tenant_id: str, submission_id: str,
     row = await cur.fetchone()
     if row is None:
         raise SubmissionNotFoundError(f"submission {submission_id} not found")
+    changes = history.changes_between(before, await history.current_scores(conn, submission_id))
+    sources: tuple[tuple[history.Source, list[history.ScoreChange]], ...] = (
+        ("agent", [c for c in changes if c.old is None]), ("regrade", [c for c in changes if c.old is not None]))
+    for source, part in sources:
+        await history.record_changes(conn, tenant_id=tenant_id, submission_id=submission_id, changes=part,
+                                     source=source, submission_version=int(row["version"]), actor_id=actor_id,
+                                     trace_id=trace_id)
     if keep_reviewed:
         kept = await (await conn.execute(RECOMPUTE_TOTAL_SQL, {"id": submission_id})).fetchone()
         return {**row, "total": kept["total"] if kept else total}

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events.outbox import add_event
+from infra.stores import history, regrade_requests
 from infra.stores.exams import parse_uuid
 
 SELECT_TARGET_SQL = """
@@ -99,6 +100,10 @@ class AppliedOverride:
     total_before: float | None
     total_after: float | None
     version_after: int
+    source: history.Source = "review"
+    """What the score history calls this change (``review``, or ``request`` for an accepted regrade request)."""
+    request_id: str | None = None
+    """The regrade request the override accepted, if any."""
 
 
 def _audit(row: dict[str, Any]) -> dict[str, Any]:
@@ -133,8 +138,12 @@ async def load_target(pools: PoolManager, tenant_id: str, submission_id: str) ->
 
 async def apply_override(pools: PoolManager, tenant_id: str, submission_id: str, *, actor_id: str,
                          overrides: dict[str, tuple[float, str | None]], reason: str | None, saga_id: str,
-                         expected_version: int, trace_id: str | None = None) -> AppliedOverride:
+                         expected_version: int, trace_id: str | None = None, source: history.Source = "review",
+                         request_id: str | None = None) -> AppliedOverride:
     """Step 1 of the review saga: results, total, audit rows and ``submission.reviewed`` in one transaction.
+
+    The same transaction writes a ``score_history`` row per changed score (``source``) and, with
+    ``request_id``, marks that regrade request ``accepted`` (:func:`infra.stores.regrade_requests.accept_in`).
 
     Args:
         pools: pool manager.
@@ -146,10 +155,12 @@ async def apply_override(pools: PoolManager, tenant_id: str, submission_id: str,
         saga_id: the saga this write belongs to (in the audit rows and the event).
         expected_version: submission version the caller validated against.
         trace_id: request trace id for the event.
+        source: history source of the change.
+        request_id: the regrade request this override accepts.
 
     Raises:
-        ReviewConflictError: the submission is no longer ``completed`` at ``expected_version``, or a
-            question has no result; nothing is written.
+        ReviewConflictError: the submission is no longer ``completed`` at ``expected_version``, a
+            question has no result, or the regrade request is no longer open; nothing is written.
 
     """
     async with pools.transaction(tenant_id) as conn:
@@ -169,6 +180,20 @@ async def apply_override(pools: PoolManager, tenant_id: str, submission_id: str,
                                                            "score": score, "feedback": feedback})
             after.append(await _one(cur))
         bumped = await _one(await conn.execute(BUMP_TOTAL_SQL, {"id": submission_id}))
+        await history.record_changes(
+            conn, tenant_id=tenant_id, submission_id=submission_id, source=source,
+            changes=[history.ScoreChange(o["question_id"], float(o["score"]), float(n["score"]))
+                     for o, n in zip(before, after, strict=True)],
+            submission_version=int(bumped["version"]), actor_id=actor_id, reason=reason, trace_id=trace_id)
+        if request_id is not None:
+            first_old, first_new = before[0], after[0]
+            try:
+                await regrade_requests.accept_in(
+                    conn, tenant_id, request_id, actor_id=actor_id, reason=reason,
+                    old_score=float(first_old["score"]), new_score=float(first_new["score"]), saga_id=saga_id,
+                    trace_id=trace_id)
+            except regrade_requests.RequestConflictError as exc:
+                raise ReviewConflictError(str(exc)) from exc
         for old, new in zip(before, after, strict=True):
             await conn.execute(INSERT_REVIEW_LOG_SQL, {
                 "tenant_id": tenant_id, "submission_id": submission_id, "question_id": old["question_id"],
@@ -184,7 +209,8 @@ async def apply_override(pools: PoolManager, tenant_id: str, submission_id: str,
     return AppliedOverride(
         before_submission={"total": sub["total"], "version": sub["version"], "updated_at": sub["updated_at"]},
         before_results=before, after_results=after, total_before=_num(sub["total"]),
-        total_after=_num(bumped["total"]), version_after=int(bumped["version"]))
+        total_after=_num(bumped["total"]), version_after=int(bumped["version"]), source=source,
+        request_id=request_id)
 
 
 async def restore_override(pools: PoolManager, tenant_id: str, submission_id: str, applied: AppliedOverride, *,
@@ -205,6 +231,14 @@ async def restore_override(pools: PoolManager, tenant_id: str, submission_id: st
             raise ReviewConflictError(
                 f"submission {submission_id} changed after the override (version is no longer "
                 f"{applied.version_after}); not restoring")
+        await history.record_changes(
+            conn, tenant_id=tenant_id, submission_id=submission_id, source=applied.source,
+            changes=[history.ScoreChange(o["question_id"], float(n["score"]), float(o["score"]))
+                     for o, n in zip(applied.before_results, applied.after_results, strict=True)],
+            submission_version=int(before["version"]), actor_id=actor_id,
+            reason=f"saga {saga_id} compensated: {error}", trace_id=trace_id)
+        if applied.request_id is not None:
+            await regrade_requests.reopen_in(conn, applied.request_id, saga_id=saga_id)
         for old, new in zip(applied.before_results, applied.after_results, strict=True):
             await conn.execute(RESTORE_RESULT_SQL, {"submission_id": submission_id, **old})
             await conn.execute(INSERT_REVIEW_LOG_SQL, {
