@@ -113,14 +113,14 @@ class GradingWorkflow:
                 GradingActivities.persist_grading_result,
                 PersistInput(inp.submission_id, inp.tenant_id, agent.grades, agent.total, agent.max_total,
                              agent.flagged, inp.trace_id, thread_id=agent.thread_id,
-                             keep_reviewed=inp.keep_reviewed),
+                             keep_reviewed=inp.keep_reviewed, expected_version=meta.version),
                 inp)
         except ActivityError as err:
             raise await self._intervention(inp, err) from err
         total = agent.total
         if persisted.status == SubmissionStatus.NEEDS_REVIEW:
             self._set("needs_review", 95, flagged=agent.flagged)
-            status, total = await self._await_review(inp, total)
+            status, total = await self._await_review(inp, total, persisted.version)
         else:
             status = SubmissionStatus.COMPLETED
         self._set(status, 100)
@@ -189,7 +189,7 @@ class GradingWorkflow:
                 await workflow.sleep(timedelta(seconds=min(inp.retry_max_interval_s, 2.0 ** (errors - 1))))
                 self._details["attempt"] = max(int(self._details.get("attempt") or 0), base + 1)
 
-    async def _await_review(self, inp: GradingInput, total: float) -> tuple[str, float]:
+    async def _await_review(self, inp: GradingInput, total: float, version: int = 0) -> tuple[str, float]:
         try:
             await workflow.wait_condition(lambda: self._review is not None,
                                           timeout=timedelta(seconds=inp.review_deadline_s))
@@ -205,7 +205,7 @@ class GradingWorkflow:
             StatusInput(inp.submission_id, inp.tenant_id, target, actor_id=review.reviewer,
                         overrides=review.overrides, feedback=review.feedback,
                         error=None if review.approve else f"rejected by reviewer {review.reviewer}",
-                        trace_id=inp.trace_id),
+                        trace_id=inp.trace_id, expected_version=version),
             **self._db_options(inp))
         return out.status, out.total if out.total is not None else total
 
