@@ -16,6 +16,7 @@ from api.routes import (
     review,
     submissions,
     traces,
+    webhooks,
     ws,
 )
 
@@ -31,6 +32,7 @@ api_router.include_router(regrade_requests.router)
 api_router.include_router(retry.router)
 api_router.include_router(batches.router)
 api_router.include_router(dlq.router)
+api_router.include_router(webhooks.router)
 api_router.include_router(traces.router)
 api_router.include_router(ws.router)
 api_router.include_router(metrics.router)

@@ -18,6 +18,13 @@ from urllib.parse import SplitResult, urlsplit
 
 MAX_URL_LENGTH = 2048
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NON_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "240.0.0.0/4", "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
+"""The IANA special-purpose blocks that are not globally reachable, named explicitly (``ipaddress``'s own view
+changes between Python versions, e.g. 192.0.0.0/24)."""
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -59,7 +66,8 @@ def is_forbidden_address(address: str | IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         candidates.extend(_embedded_ipv4(ip))
     return any(not c.is_global or c.is_private or c.is_loopback or c.is_link_local or c.is_multicast
-               or c.is_reserved or c.is_unspecified for c in candidates)
+               or c.is_reserved or c.is_unspecified or any(c in net for net in NON_PUBLIC if net.version == c.version)
+               for c in candidates)
 
 
 def parse_webhook_url(url: str, *, env: str) -> SplitResult:
