@@ -28,6 +28,7 @@ from api.middleware.ratelimit import RateLimitMiddleware
 from api.middleware.telemetry import TelemetryMiddleware
 from api.openapi import install_openapi
 from api.routes import api_router
+from api.ui import install_ui
 from infra.cache.copies import Cache
 from infra.db.pools import PoolManager
 from infra.events.hub import FeedHub
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Any = None,
     app.include_router(api_router)
     install_openapi(app)
     install_docs(app)
+    install_ui(app)  # /ui, / -> /ui and, outside prod, POST /v1/dev/token
     return app
 
 

@@ -3,8 +3,10 @@
 from fastapi import APIRouter
 
 from api.routes import (
+    answers,
     batches,
     dlq,
+    exam_counts,
     exams,
     health,
     history,
@@ -23,8 +25,10 @@ from api.routes import (
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(exams.router)
+api_router.include_router(exam_counts.router)
 api_router.include_router(listing.router)
 api_router.include_router(submissions.router)
+api_router.include_router(answers.router)
 api_router.include_router(progress.router)
 api_router.include_router(review.router)
 api_router.include_router(history.router)
