@@ -80,20 +80,21 @@ class GradingActivities:
         """
         try:
             async with self.pools.transaction(ref.tenant_id) as conn:
-                inputs = await grading.load_grading_inputs(
-                    conn, ref.submission_id, questions=questions_loader(self.rubric_cache, ref.tenant_id))
-                if not inputs.questions:
-                    raise ApplicationError(f"exam {inputs.submission['exam_id']} has no questions",
+                # Not the answers: the agent reads them itself (they would only be counted here).
+                submission = await grading.load_submission(conn, ref.submission_id)
+                exam = await questions_loader(self.rubric_cache, ref.tenant_id)(conn, submission["exam_id"])
+                if not exam.questions:
+                    raise ApplicationError(f"exam {submission['exam_id']} has no questions",
                                            type="NoQuestions", non_retryable=True)
                 row = await grading.set_status(conn, ref.submission_id, SubmissionStatus.GRADING)
                 await checkpoints.record_thread(conn, tenant_id=ref.tenant_id, submission_id=ref.submission_id,
                                                 thread_id=_run_id())  # the agent's first thread (retention)
-                if inputs.submission["status"] != SubmissionStatus.GRADING:
+                if submission["status"] != SubmissionStatus.GRADING:
                     await add_event(
                         conn, tenant_id=ref.tenant_id, event_type=EventType.SUBMISSION_STATUS,
                         target_type="submission", target_id=ref.submission_id, version=row["version"],
-                        payload={"status": SubmissionStatus.GRADING, "from": inputs.submission["status"],
-                                 "exam_id": inputs.submission["exam_id"]},
+                        payload={"status": SubmissionStatus.GRADING, "from": submission["status"],
+                                 "exam_id": submission["exam_id"]},
                         trace_id=ref.trace_id or None,
                         event_id=_change_id(ref.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.GRADING),
@@ -105,9 +106,9 @@ class GradingActivities:
         await live.publish_status(self.pools.redis, tenant_id=ref.tenant_id,
                                   submission_id=ref.submission_id, status=SubmissionStatus.GRADING)
         return GradingMetadata(
-            submission_id=ref.submission_id, exam_id=inputs.submission["exam_id"],
-            questions_total=len(inputs.questions),
-            max_total=sum(q.max_points for q in inputs.questions), status=SubmissionStatus.GRADING,
+            submission_id=ref.submission_id, exam_id=submission["exam_id"],
+            questions_total=len(exam.questions),
+            max_total=sum(q.max_points for q in exam.questions), status=SubmissionStatus.GRADING,
             version=int(row["version"]),
         )
 

@@ -24,6 +24,12 @@ UPDATE_REVIEW = "submit_review"
 SEARCH_ATTR_TENANT = "TenantId"
 SEARCH_ATTR_TRACE = "TraceId"
 SEARCH_ATTR_SUBMISSION = "SubmissionId"
+SEARCH_ATTR_EXAM = "GradeflowExam"
+"""Keyword search attribute of a grading: its exam's id (filter the Temporal Web UI by exam)."""
+SEARCH_ATTR_STUDENT = "GradeflowStudent"
+"""Keyword search attribute of a grading: the submission's student id."""
+SEARCH_ATTR_STATUS = "GradeflowStatus"
+"""Keyword search attribute of a grading: the submission's status, upserted by the workflow as it changes."""
 
 
 def grading_workflow_id(submission_id: str) -> str:

@@ -15,25 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from infra.constants import (
-        BATCH_GRADING_WORKFLOW,
-        QUERY_PROGRESS,
-        SEARCH_ATTR_SUBMISSION,
-        SEARCH_ATTR_TENANT,
-        SEARCH_ATTR_TRACE,
-        grading_workflow_id,
-    )
+    from infra.constants import BATCH_GRADING_WORKFLOW, QUERY_PROGRESS, grading_workflow_id
     from workflows.grading import GradingInput, GradingOutput, GradingWorkflow, ProgressView
     from workflows.types import BatchInput
+    from workflows.visibility import grading_details, grading_search_attributes, grading_summary
 
 
 @dataclass
@@ -92,10 +81,7 @@ class BatchGradingWorkflow:
             memo = {"trace_id": sub.trace_id, "tenant_id": sub.tenant_id}
             if self._batch_id:
                 memo["batch_id"] = self._batch_id
-            attributes = TypedSearchAttributes([
-                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_TENANT), sub.tenant_id),
-                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_TRACE), sub.trace_id),
-                SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTR_SUBMISSION), sub.submission_id)])
+            attributes = grading_search_attributes(sub)  # exam, student and status too (workflows.visibility)
             result: GradingOutput = await workflow.execute_child_workflow(
                 GradingWorkflow.run, sub, id=grading_workflow_id(sub.submission_id),
                 task_queue=workflow.info().task_queue, memo=memo, search_attributes=attributes,
@@ -103,8 +89,7 @@ class BatchGradingWorkflow:
                 # the child start fails, "already_started"), as starter.start_grading(restart=...).
                 id_reuse_policy=(WorkflowIDReusePolicy.ALLOW_DUPLICATE if self._regrade
                                  else WorkflowIDReusePolicy.REJECT_DUPLICATE),
-                static_summary=f"Grade submission {sub.submission_id} of exam {sub.exam_id} "
-                               f"(tenant {sub.tenant_id})",
+                static_summary=grading_summary(sub), static_details=grading_details(sub),
             )
             self._statuses[sub.submission_id] = result.status
         except WorkflowAlreadyStartedError:

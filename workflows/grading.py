@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewAck,
         ReviewInput,
     )
+    from workflows.visibility import STATUS_KEY
 
 __all__ = ["ExternalEvent", "GradingInput", "GradingOutput", "GradingWorkflow", "ProgressView", "ReviewAck",
            "ReviewInput"]
@@ -66,6 +67,8 @@ GRADING_ERROR = "GradingError"
 AGENT_NON_RETRYABLE = ["CheckpointWriteError", GRADING_ERROR, "SubmissionNotFound"]
 PATCH_DB_LOCAL_ACTIVITIES = "db-local-activities"
 """Patch id: load and persist became local activities (older runs replay them as activities)."""
+PATCH_STATUS_ATTRIBUTE = "status-search-attribute"
+"""Patch id: the workflow upserts ``GradeflowStatus`` as the status changes (older runs replay without)."""
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 """Retry backoffs longer than this wait on a workflow timer rather than inside the workflow task."""
 A = TypeVar("A")
@@ -104,6 +107,7 @@ class GradingWorkflow:
         ref = SubmissionRef(inp.submission_id, inp.tenant_id, inp.trace_id)
         try:
             meta = await self._db_step(GradingActivities.load_grading_context, ref, inp)
+            self._upsert_status(SubmissionStatus.GRADING)
             self._set("grading", 10, questions_total=meta.questions_total)
             agent = await self._grade(inp)
             self._set("persisting", 92, questions_done=len(agent.grades), resumed=agent.resumed,
@@ -119,12 +123,20 @@ class GradingWorkflow:
             raise await self._intervention(inp, err) from err
         total = agent.total
         if persisted.status == SubmissionStatus.NEEDS_REVIEW:
+            self._upsert_status(SubmissionStatus.NEEDS_REVIEW)
             self._set("needs_review", 95, flagged=agent.flagged)
             status, total = await self._await_review(inp, total, persisted.version)
         else:
             status = SubmissionStatus.COMPLETED
+        self._upsert_status(status)
         self._set(status, 100)
         return GradingOutput(status=status, total=total, max_total=agent.max_total, flagged=agent.flagged)
+
+    @staticmethod
+    def _upsert_status(status: str) -> None:
+        """Keep the ``GradeflowStatus`` search attribute equal to the submission's status (deterministic)."""
+        if workflow.patched(PATCH_STATUS_ATTRIBUTE):
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(str(status))])
 
     @staticmethod
     async def _db_step(activity: Callable[[Any, A], Awaitable[R]], arg: A, inp: GradingInput) -> R:
@@ -215,6 +227,7 @@ class GradingWorkflow:
         kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
         message = f"{kind}: {cause.message if isinstance(cause, ApplicationError) else cause}"
         self._set("needs_intervention", error=message)
+        self._upsert_status(SubmissionStatus.NEEDS_INTERVENTION)
         await workflow.execute_activity_method(
             GradingActivities.mark_needs_intervention,
             StatusInput(inp.submission_id, inp.tenant_id, SubmissionStatus.NEEDS_INTERVENTION,

@@ -44,6 +44,10 @@ class GradingInput:
     """Checkpoint thread of an earlier run to resume from (an operator's retry); empty: this run's."""
     keep_reviewed: bool = False
     """A regrade keeping reviewers' scores (questions a reviewer overrode keep their stored row)."""
+    student_id: str = ""
+    """The submission's student (search attribute ``GradeflowStudent`` and the static summary); empty: unknown."""
+    exam_title: str = ""
+    """The exam's title, for the static summary the Temporal Web UI shows; empty: the exam id is shown."""
 
 
 @dataclass

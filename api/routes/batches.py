@@ -47,7 +47,8 @@ async def _start(temporal: Any, settings: Any, created: batches.CreatedBatch, te
         await asyncio.wait_for(start_batch(
             temporal, batch_id=created.batch_id, workflow_id=created.workflow_id, tenant_id=tenant,
             exam_id=created.exam_id, trace_id=created.trace_id,
-            items=[(i.submission_id, i.trace_id) for i in created.items], max_concurrent=created.max_concurrent,
+            items=[(i.submission_id, i.trace_id, i.student_id) for i in created.items],
+            max_concurrent=created.max_concurrent, exam_title=created.exam_title,
             settings=settings, regrade=regrade, keep_reviewed=keep_reviewed, **options), START_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - stored: the stranded-submission sweep grades its submissions
         logger.warning("could not start batch %s (%s: %s); the stranded-submission sweep grades its "

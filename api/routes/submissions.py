@@ -32,7 +32,7 @@ START_TIMEOUT_SECONDS = 5.0
 
 
 async def _start(temporal: Client | None, settings: object, created: submissions.CreatedSubmission,
-                 tenant: str, exam_id: str, options: dict[str, Any]) -> None:
+                 tenant: str, exam_id: str, options: dict[str, Any], *, student_id: str = "") -> None:
     """Start the grading workflow; on any failure log it and rely on the outbox reconciler."""
     if temporal is None:
         logger.warning("temporal unavailable; %s left to the reconciler", created.workflow_id)
@@ -40,7 +40,8 @@ async def _start(temporal: Client | None, settings: object, created: submissions
     try:
         await asyncio.wait_for(
             start_grading(temporal, submission_id=created.submission_id, tenant_id=tenant, exam_id=exam_id,
-                          trace_id=created.trace_id, settings=settings, **options),
+                          trace_id=created.trace_id, settings=settings, student_id=student_id,
+                          exam_title=created.exam_title, **options),
             START_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - the reconciler starts it later
         logger.warning("could not start %s (%s: %s); the reconciler will", created.workflow_id,
@@ -68,7 +69,8 @@ async def create_submission(body: SubmissionCreate, principal: PrincipalDep, ten
     except submissions.AnswerErrors as exc:
         raise ProblemError(422, "Some answers do not fit the exam; see errors.", type_="validation-error",
                            errors=exc.errors) from None
-    await _start(temporal, settings, created, tenant, exam_id, request.app.state.grading_options)
+    await _start(temporal, settings, created, tenant, exam_id, request.app.state.grading_options,
+                 student_id=body.student_id)
     response.headers["Location"] = f"/v1/submissions/{created.submission_id}"
     return {"submission_id": created.submission_id, "workflow_id": created.workflow_id,
             "trace_id": created.trace_id, "status": created.status}

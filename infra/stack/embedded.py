@@ -26,7 +26,8 @@ from typing import TypedDict
 PG_SUPERUSER = "postgres"
 PG_SUPERUSER_PASSWORD = "postgres"  # local-only embedded server bound to 127.0.0.1
 PG_SYSTEM_USER = "embedded_postgres"
-TEMPORAL_SEARCH_ATTRIBUTES = ("TenantId=Keyword", "TraceId=Keyword", "SubmissionId=Keyword")
+TEMPORAL_SEARCH_ATTRIBUTES = ("TenantId=Keyword", "TraceId=Keyword", "SubmissionId=Keyword",
+                              "GradeflowExam=Keyword", "GradeflowStudent=Keyword", "GradeflowStatus=Keyword")
 
 
 class EmbeddedStackError(RuntimeError):

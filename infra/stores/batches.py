@@ -16,7 +16,7 @@ from typing import Any
 from infra.constants import SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.stores.exams import ensure_tenant, parse_uuid
-from infra.stores.submissions import AnswerErrors, ExamNotFoundError, exam_questions, intake
+from infra.stores.submissions import AnswerErrors, ExamNotFoundError, exam_questions, exam_title, intake
 
 BATCH_CHUNK = 100
 """Submissions validated and written per chunk of the intake transaction."""
@@ -34,7 +34,7 @@ VALUES (%(id)s, %(tenant_id)s, %(exam_id)s, %(workflow_id)s, %(max_concurrent)s,
 INSERT_ITEM_SQL = """
 INSERT INTO batch_items (batch_id, position, submission_id, tenant_id)
 VALUES (%(batch_id)s, %(position)s, %(submission_id)s, %(tenant_id)s)"""
-SELECT_EXISTING_SQL = "SELECT id, trace_id FROM submissions WHERE exam_id = %s AND id = ANY(%s)"
+SELECT_EXISTING_SQL = "SELECT id, trace_id, student_id FROM submissions WHERE exam_id = %s AND id = ANY(%s)"
 SELECT_BATCH_SQL = """
 SELECT id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by, created_at, kind,
        override_reviewed
@@ -54,7 +54,7 @@ REGRADE_SCOPE_SQL = {
 """Submissions a regrade scope selects (ordered by the caller's query suffix)."""
 REGRADE_ORDER = " ORDER BY s.created_at, s.id"
 SELECT_ITEMS_SQL = """
-SELECT i.submission_id::text AS submission_id, s.trace_id
+SELECT i.submission_id::text AS submission_id, s.trace_id, s.student_id
   FROM batch_items i JOIN submissions s ON s.id = i.submission_id
  WHERE i.batch_id = %s ORDER BY i.position"""
 COUNT_ITEMS_SQL = """
@@ -76,6 +76,8 @@ class BatchItem:
     trace_id: str
     created: bool = False
     """A new submission stored by this batch (``False``: existing, or a repeated ``external_id``)."""
+    student_id: str = ""
+    """The submission's student (search attribute and summary of its grading)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class CreatedBatch:
     trace_id: str
     max_concurrent: int
     items: list[BatchItem]
+    exam_title: str = ""
+    """The exam's title (its gradings' static summary names it)."""
 
 
 class UnknownSubmissionsError(LookupError):
@@ -123,7 +127,8 @@ async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trac
     batch_id = str(uuid.uuid4())
     items: list[BatchItem] = []
     async with pools.transaction(tenant_id) as conn:
-        questions = await exam_questions(conn, eid)
+        title = await exam_title(conn, eid)
+        questions = await exam_questions(conn, eid, checked=True)
         await ensure_tenant(conn, tenant_id)
         problems: list[dict[str, str]] = []
         for start, chunk in zip(range(0, len(new_submissions), chunk_size),
@@ -138,7 +143,8 @@ async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trac
                 except AnswerErrors as exc:
                     problems.extend(exc.errors)
                     continue
-                items.append(BatchItem(created.submission_id, created.trace_id, created.created))
+                items.append(BatchItem(created.submission_id, created.trace_id, created.created,
+                                       student_id=str(sub["student_id"])))
         if problems:
             raise AnswerErrors(problems)
         wanted = [parse_uuid(s) for s in submission_ids]
@@ -147,10 +153,11 @@ async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trac
         if wanted:
             rows = await (await conn.execute(SELECT_EXISTING_SQL, (eid, wanted))).fetchall()
             found = {str(r["id"]): r["trace_id"] for r in rows}
+            students = {str(r["id"]): str(r["student_id"]) for r in rows}
             missing = [str(u) for u in wanted if str(u) not in found]
             if missing:
                 raise UnknownSubmissionsError(missing)
-            items.extend(BatchItem(str(u), found[str(u)]) for u in wanted)
+            items.extend(BatchItem(str(u), found[str(u)], student_id=students[str(u)]) for u in wanted)
         unique = list({item.submission_id: item for item in items}.values())  # a submission once per batch
         workflow_id = batch_workflow_id(batch_id)
         await conn.execute(INSERT_BATCH_SQL, {
@@ -163,7 +170,7 @@ async def create_batch(pools: PoolManager, tenant_id: str, *, exam_id: str, trac
                 await cur.executemany(INSERT_ITEM_SQL, [
                     {"batch_id": batch_id, "position": chunk_start + i, "submission_id": item.submission_id,
                      "tenant_id": tenant_id} for i, item in enumerate(chunk)])
-    return CreatedBatch(batch_id, workflow_id, str(eid), trace_id, max_concurrent, unique)
+    return CreatedBatch(batch_id, workflow_id, str(eid), trace_id, max_concurrent, unique, exam_title=title)
 
 
 async def load_batch(pools: PoolManager, tenant_id: str, batch_id: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +25,7 @@ from infra.events.outbox import EventEnvelope, add_event
 from infra.stores.exams import ensure_tenant, load_questions, parse_uuid
 
 EXAM_EXISTS_SQL = "SELECT id FROM exams WHERE id = %s"
+EXAM_TITLE_SQL = "SELECT title FROM exams WHERE id = %s"
 INSERT_SUBMISSION_SQL = """
 INSERT INTO submissions (id, tenant_id, exam_id, student_id, external_id, status, max_total,
                          workflow_id, trace_id, submitted_by)
@@ -84,6 +85,8 @@ class CreatedSubmission:
     """Status at reply time (``queued`` for a new submission)."""
     created: bool
     """``False`` when ``external_id`` matched an earlier submission (nothing new stored)."""
+    exam_title: str = ""
+    """The exam's title (the grading workflow's static summary names it); empty when not read."""
 
 
 def _num(value: Decimal | float | None) -> float | None:
@@ -106,21 +109,38 @@ async def create_submission(pools: PoolManager, tenant_id: str, *, exam_id: str,
     if eid is None:
         raise ExamNotFoundError(exam_id)
     async with pools.transaction(tenant_id) as conn:
-        questions = await exam_questions(conn, eid)
+        title = await exam_title(conn, eid)
+        questions = await exam_questions(conn, eid, checked=True)
         await ensure_tenant(conn, tenant_id)
-        return await intake(conn, tenant_id, exam_id=eid, questions=questions, student_id=student_id,
-                            answers=answers, trace_id=trace_id, external_id=external_id,
-                            submitted_by=submitted_by)
+        created = await intake(conn, tenant_id, exam_id=eid, questions=questions, student_id=student_id,
+                               answers=answers, trace_id=trace_id, external_id=external_id,
+                               submitted_by=submitted_by)
+    return replace(created, exam_title=title)
 
 
-async def exam_questions(conn: Any, exam_id: uuid.UUID) -> dict[str, Any]:
-    """The exam's current questions by id, read in the intake transaction.
+async def exam_title(conn: Any, exam_id: uuid.UUID) -> str:
+    """The exam's title, read in the intake transaction.
 
     Raises:
         ExamNotFoundError: unknown exam (or another tenant's).
 
     """
-    if await (await conn.execute(EXAM_EXISTS_SQL, (exam_id,))).fetchone() is None:
+    row = await (await conn.execute(EXAM_TITLE_SQL, (exam_id,))).fetchone()
+    if row is None:
+        raise ExamNotFoundError(str(exam_id))
+    return str(row["title"])
+
+
+async def exam_questions(conn: Any, exam_id: uuid.UUID, *, checked: bool = False) -> dict[str, Any]:
+    """The exam's current questions by id, read in the intake transaction.
+
+    ``checked``: the caller already knows the exam exists (e.g. it read its title): no second look-up.
+
+    Raises:
+        ExamNotFoundError: unknown exam (or another tenant's).
+
+    """
+    if not checked and await (await conn.execute(EXAM_EXISTS_SQL, (exam_id,))).fetchone() is None:
         raise ExamNotFoundError(str(exam_id))
     return {s.question.id: s.question for s in await load_questions(conn, exam_id)}
 

@@ -9,6 +9,7 @@ names the batch), so the bound holds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
@@ -21,49 +22,53 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from infra.constants import BATCH_GRADING_WORKFLOW, ORCHESTRATION_QUEUE
-from infra.temporal.starter import TENANT_KEY, TRACE_KEY, grading_input
+from infra.temporal.starter import grading_input
 from workflows.types import BatchInput, GradingInput
+from workflows.visibility import EXAM_KEY, TENANT_KEY, TRACE_KEY
 
 logger = logging.getLogger(__name__)
 
 
-def batch_input(*, batch_id: str, tenant_id: str, exam_id: str, items: list[tuple[str, str]],
+def batch_input(*, batch_id: str, tenant_id: str, exam_id: str, items: Sequence[tuple[str, ...]],
                 max_concurrent: int, settings: Any = None, regrade: bool = False, keep_reviewed: bool = False,
-                **overrides: Any) -> BatchInput:
-    """Build the batch workflow's input; ``items`` are ``(submission_id, trace_id)`` pairs.
+                exam_title: str = "", **overrides: Any) -> BatchInput:
+    """Build the batch workflow's input; ``items`` are ``(submission_id, trace_id[, student_id])``.
 
-    ``regrade``: finished gradings get a new run; ``keep_reviewed``: scores a reviewer set are kept.
+    ``regrade``: finished gradings get a new run; ``keep_reviewed``: scores a reviewer set are kept;
+    ``exam_title`` and the student ids go to each child's search attributes and static summary.
     """
     if keep_reviewed:
         overrides = {**overrides, "keep_reviewed": True}
     children: list[GradingInput] = [
-        grading_input(submission_id=sid, tenant_id=tenant_id, exam_id=exam_id, trace_id=trace,
-                      settings=settings, **overrides) for sid, trace in items]
+        grading_input(submission_id=item[0], tenant_id=tenant_id, exam_id=exam_id, trace_id=item[1],
+                      settings=settings, student_id=item[2] if len(item) > 2 else "", exam_title=exam_title,
+                      **overrides) for item in items]
     return BatchInput(submissions=children, max_concurrent=max_concurrent, batch_id=batch_id, regrade=regrade)
 
 
 async def start_batch(client: Client, *, batch_id: str, workflow_id: str, tenant_id: str, exam_id: str,
-                      trace_id: str, items: list[tuple[str, str]], max_concurrent: int, settings: Any = None,
+                      trace_id: str, items: Sequence[tuple[str, ...]], max_concurrent: int, settings: Any = None,
                       task_queue: str = ORCHESTRATION_QUEUE, regrade: bool = False, keep_reviewed: bool = False,
-                      **overrides: Any) -> str:
+                      exam_title: str = "", **overrides: Any) -> str:
     """Start (or find) a batch's workflow; a repeated start of the same batch starts nothing new.
 
     ``overrides`` are extra :class:`GradingInput` fields of every child (e.g. ``cognitive_queue``);
-    ``regrade`` and ``keep_reviewed`` as in :func:`batch_input`.
+    ``regrade``, ``keep_reviewed`` and ``exam_title`` as in :func:`batch_input`.
     Returns the workflow id.
     """
     inp = batch_input(batch_id=batch_id, tenant_id=tenant_id, exam_id=exam_id, items=items,
                       max_concurrent=max_concurrent, settings=settings, regrade=regrade,
-                      keep_reviewed=keep_reviewed, **overrides)
+                      keep_reviewed=keep_reviewed, exam_title=exam_title, **overrides)
     attributes = TypedSearchAttributes([SearchAttributePair(TENANT_KEY, tenant_id),
-                                        SearchAttributePair(TRACE_KEY, trace_id)])
+                                        SearchAttributePair(TRACE_KEY, trace_id),
+                                        SearchAttributePair(EXAM_KEY, exam_id)])
     try:
         await client.start_workflow(
             BATCH_GRADING_WORKFLOW, inp, id=workflow_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={"trace_id": trace_id, "tenant_id": tenant_id, "batch_id": batch_id},
-            static_summary=f"Grade {len(items)} submission(s) of exam {exam_id} (tenant {tenant_id}), "
+            static_summary=f"Grade {len(items)} submission(s) of {exam_title or 'exam ' + exam_id}, "
                            f"at most {max_concurrent} at once",
             search_attributes=attributes)
     except WorkflowAlreadyStartedError:

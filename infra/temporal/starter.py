@@ -3,7 +3,8 @@
 The workflow id is ``grade-<submission_id>``. ``USE_EXISTING`` makes a start while one is running
 return that run; ``REJECT_DUPLICATE`` makes a start after it finished fail with
 ``WorkflowAlreadyStartedError``, which is treated as "already started": a finished grading is
-never re-run.
+never re-run. Search attributes (tenant, trace, submission, exam, student, status) and the static
+summary (exam title, student) come from :mod:`workflows.visibility`, as for a batch's children.
 """
 
 from __future__ import annotations
@@ -13,32 +14,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from infra.constants import (
-    GRADING_WORKFLOW,
-    ORCHESTRATION_QUEUE,
-    SEARCH_ATTR_SUBMISSION,
-    SEARCH_ATTR_TENANT,
-    SEARCH_ATTR_TRACE,
-    EventType,
-    grading_workflow_id,
-)
+from infra.constants import GRADING_WORKFLOW, ORCHESTRATION_QUEUE, EventType, grading_workflow_id
 from infra.observability.tracing import grading_baggage, trace_context, with_tracing
 from workflows.types import GradingInput
+from workflows.visibility import (
+    SUBMISSION_KEY,
+    TENANT_KEY,
+    TRACE_KEY,
+    grading_details,
+    grading_search_attributes,
+    grading_summary,
+)
 
 logger = logging.getLogger(__name__)
 
-TENANT_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_TENANT)
-TRACE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_TRACE)
-SUBMISSION_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTR_SUBMISSION)
+__all__ = ["SUBMISSION_KEY", "TENANT_KEY", "TRACE_KEY", "grading_input", "make_reconciler_handler", "start_grading"]
 
 
 def grading_input(*, submission_id: str, tenant_id: str, exam_id: str, trace_id: str,
@@ -70,7 +63,8 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
         task_queue: Orchestration task queue (tests pass their own).
         restart: An operator's retry: start a new run after a closed one (``ALLOW_DUPLICATE``), and
             fail with ``WorkflowAlreadyStartedError`` while one runs (never two runs at once).
-        **overrides: Extra :class:`GradingInput` fields (e.g. ``cognitive_queue``).
+        **overrides: Extra :class:`GradingInput` fields (e.g. ``cognitive_queue``; ``student_id`` and
+            ``exam_title`` for the ``GradeflowStudent`` search attribute and the static summary).
 
     Returns:
         The workflow id, whether this call started it or it already existed / finished.
@@ -84,9 +78,6 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
                         trace_id=trace_id, settings=settings, **overrides)
     conflict, reuse = ((WorkflowIDConflictPolicy.FAIL, WorkflowIDReusePolicy.ALLOW_DUPLICATE) if restart else
                        (WorkflowIDConflictPolicy.USE_EXISTING, WorkflowIDReusePolicy.REJECT_DUPLICATE))
-    attributes = TypedSearchAttributes([SearchAttributePair(TENANT_KEY, tenant_id),
-                                        SearchAttributePair(TRACE_KEY, trace_id),
-                                        SearchAttributePair(SUBMISSION_KEY, submission_id)])
     try:
         # Baggage: the workflow's and activities' spans and log lines name the tenant and submission.
         with grading_baggage(tenant_id, submission_id):
@@ -94,8 +85,8 @@ async def start_grading(client: Client, *, submission_id: str, tenant_id: str, e
                 GRADING_WORKFLOW, inp, id=workflow_id, task_queue=task_queue,
                 id_conflict_policy=conflict, id_reuse_policy=reuse,
                 memo={"trace_id": trace_id, "tenant_id": tenant_id},
-                static_summary=f"Grade submission {submission_id} of exam {exam_id} (tenant {tenant_id})",
-                search_attributes=attributes,
+                static_summary=grading_summary(inp), static_details=grading_details(inp),
+                search_attributes=grading_search_attributes(inp),
             )
     except WorkflowAlreadyStartedError:
         if restart:

@@ -88,7 +88,7 @@ class WebhookDispatcher:
         poll_interval: seconds between looks for due deliveries when nothing wakes the dispatcher.
         batch_size: deliveries claimed and sent at once.
         lease_seconds: how long a claim keeps other dispatchers off a delivery (default: twice the
-            timeout plus 30 s).
+            timeout plus 5 s); a dispatcher killed mid-round leaves its claims to others after it.
         transport: an httpx transport (tests); default: httpx's.
         name: label for logs.
 
@@ -106,7 +106,7 @@ class WebhookDispatcher:
         self.disable_after = disable_after
         self.poll_interval = poll_interval
         self.batch_size = batch_size
-        self.lease_seconds = lease_seconds if lease_seconds is not None else 2 * timeout + 30.0
+        self.lease_seconds = lease_seconds if lease_seconds is not None else 2 * timeout + 5.0
         self.transport = transport
         self.name = name
         self._wake = asyncio.Event()
