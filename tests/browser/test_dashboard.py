@@ -116,6 +116,9 @@ async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
     await expect(page.locator("#answers-table tr[data-question-id='q4'] .answer")).to_have_text(GOOD_ANSWERS["q4"])
     await expect(page.locator("#sub-progress .progress-text")).to_have_text("4/4")
     await expect(page.locator("#review-link")).to_be_visible()
+    history = page.locator("#history-table tbody tr")  # the API serves GET /v1/submissions/{id}/history
+    await expect(history).to_have_count(4)
+    await expect(history.locator("td:nth-child(4)")).to_have_text(["agent"] * 4)
     await tab.shot("submission-page.png")
 
     await page.goto(f"{url}/ui/review")

@@ -171,6 +171,7 @@ export function fmtTime(iso) {
 export function fmtAnswer(value) {
   if (value === null || value === undefined) return "(no answer)";
   if (typeof value === "string") return value;
+  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value.join(", ");
   return JSON.stringify(value);
 }
 

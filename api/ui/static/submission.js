@@ -55,33 +55,27 @@ async function reload() {
   loadHistory();
 }
 
-function historyEntries(data) {
-  if (Array.isArray(data)) return data;
-  for (const key of ["items", "history", "entries", "events"]) if (data && Array.isArray(data[key])) return data[key];
-  return [];
-}
+const HISTORY_COLUMNS = ["When", "Question", "Score", "Source", "By", "Reason"];
 
-function cell(value) {
-  if (value === null || value === undefined) return "";
-  if (typeof value === "object") return JSON.stringify(value);
-  return /\d{4}-\d\d-\d\dT/.test(String(value)) ? fmtTime(value) : String(value);
+function historyRow(e) {
+  const change = e.old_score === null || e.old_score === undefined ? fmtPoints(e.new_score)
+    : `${fmtPoints(e.old_score)} → ${fmtPoints(e.new_score)}`;
+  return el("tr", { "data-history-id": String(e.id) }, el("td", {}, fmtTime(e.created_at)), el("td", {}, e.question_id),
+    el("td", { class: "num" }, change), el("td", {}, e.source), el("td", {}, e.actor_id || ""), el("td", {}, e.reason || ""));
 }
 
 async function loadHistory() {
-  if (!historyUrl) return;
+  if (!historyUrl) return;  // the API serves no score history: the section stays hidden
   const section = document.getElementById("history");
   try {
-    const response = await api(historyUrl, { raw: true });
-    if (response.status !== 200) { section.hidden = true; return; }
-    const entries = historyEntries(await response.json());
-    if (!entries.length) { section.hidden = true; return; }
-    const keys = [...new Set(entries.flatMap((e) => Object.keys(e)))].slice(0, 8);
+    const { data } = await api(`${historyUrl}?page_size=500`);
+    const entries = (data && data.items) || [];
     const table = document.getElementById("history-table");
-    table.querySelector("thead").replaceChildren(el("tr", {}, keys.map((k) => el("th", { scope: "col" }, k))));
-    table.querySelector("tbody").replaceChildren(...entries.map((e) => el("tr", {}, keys.map((k) => el("td", {}, cell(e[k]))))));
-    section.hidden = false;
+    table.querySelector("thead").replaceChildren(el("tr", {}, HISTORY_COLUMNS.map((k) => el("th", { scope: "col" }, k))));
+    table.querySelector("tbody").replaceChildren(...entries.map(historyRow));
+    section.hidden = !entries.length;
   } catch (_) {
-    section.hidden = true;
+    section.hidden = true;  // a 404 (or any failure) hides it
   }
 }
 
