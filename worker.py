@@ -186,6 +186,7 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
                                     grade_hook=test_grader_log(settings), rubric_cache=rubric_cache)
             workers.append(Worker(
                 client, task_queue=task_queue or COGNITIVE_QUEUE, activities=[agent.run_grading_agent],
+                max_concurrent_activities=settings.cognitive_max_concurrent or None,
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
             ))
         runs = [asyncio.create_task(w.run()) for w in workers]

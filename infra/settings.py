@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     """Grades with confidence below this are flagged for human review."""
     llm_model: str | None = None
     """Chat model for short-answer/essay grading, e.g. ``openai:gpt-4o-mini``. Unset: rubric engine."""
+    cognitive_max_concurrent: int = Field(default=0, ge=0)
+    """Most agent runs one cognitive worker process takes at once (0: the Temporal SDK's default, 100). With
+    several processes and rubric graders (CPU-bound), about 2x the process's cores spreads the work evenly;
+    model graders wait on the network and want more."""
     demo_grader_delay_seconds: float = Field(default=0.0, ge=0, le=60)
     """Seconds the cognitive worker waits after grading each question (demos: progress is watchable).
     0: none. Refused in prod."""
