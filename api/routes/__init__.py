@@ -8,6 +8,7 @@ from api.routes import (
     dlq,
     exam_counts,
     exams,
+    gradebook,
     health,
     history,
     listing,
@@ -26,6 +27,7 @@ api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(exams.router)
 api_router.include_router(exam_counts.router)
+api_router.include_router(gradebook.router)
 api_router.include_router(listing.router)
 api_router.include_router(submissions.router)
 api_router.include_router(answers.router)
