@@ -51,12 +51,18 @@ def _positive(raw: str) -> int:
 def add_client_parsers(sub: Any) -> None:
     """Register ``exams``, ``submit``, ``watch``, ``review`` and ``list`` on the ``gradeflow`` subparsers."""
     common = _client_options()
-    exams = sub.add_parser("exams", help="exams through the API (create)")
+    exams = sub.add_parser("exams", help="exams through the API (create, export)")
     exam_actions = exams.add_subparsers(dest="exams_command", required=True, metavar="ACTION")
     create = exam_actions.add_parser("create", help="create an exam from a JSON file (title, questions with "
                                                     "rubrics; see examples/exam.json)", parents=[common])
     create.add_argument("file", help="the exam's JSON file ('-' reads stdin)")
     create.add_argument("-q", "--quiet", action="store_true", help="print only the new exam's id")
+    export = exam_actions.add_parser("export", help="download an exam's gradebook (a row per submission, a column "
+                                                    "per question; role reviewer)", parents=[common])
+    export.add_argument("exam_id", metavar="ID", help="the exam")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
+    export.add_argument("--feedback", action="store_true", help="add each question's feedback")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
 
     submit = sub.add_parser("submit", help="submit a student's answers (JSON file: exam_id, student_id, answers)",
                             parents=[common])

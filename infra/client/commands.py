@@ -103,6 +103,10 @@ async def run(settings: Any, args: argparse.Namespace) -> int:
     """Run the client command ``args.command``."""
     target = resolve_target(settings, args.api, args.token)
     async with ApiClient(target) as api:
+        if args.command == "exams" and args.exams_command == "export":
+            from infra.client.export import export_grades
+
+            return await export_grades(api, args)
         if args.command == "exams":
             return await create_exam(api, args)
         if args.command == "submit":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -131,6 +131,38 @@ class ApiClient:
             return resp.json()
         except json.JSONDecodeError:
             raise ClientError(f"{what}: the API answered {resp.status_code} without JSON", EXIT_SERVER) from None
+
+    async def download(self, path: str, sink: BinaryIO, *, what: str, params: dict[str, Any] | None = None) -> int:
+        """Stream a response body into ``sink`` chunk by chunk (constant memory); return the bytes written.
+
+        Raises:
+            ClientError: as :meth:`request` (a failure half-way through names the bytes received).
+
+        """
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        written = 0
+        try:
+            async with self._http.stream("GET", path, params=query) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    hint = " (check --token / GRADEFLOW_TOKEN)" if resp.status_code in (401, 403) else ""
+                    raise ClientError(f"{what}: {problem_line(resp)}{hint}",
+                                      EXIT_SERVER if resp.status_code >= 500 else EXIT_USER)
+                async for chunk in resp.aiter_bytes():
+                    sink.write(chunk)
+                    written += len(chunk)
+        except httpx.TimeoutException:
+            raise ClientError(f"{what}: the API at {self.target.base_url} stopped answering for "
+                              f"{TIMEOUT_SECONDS:.0f}s after {written} bytes ({self.target.url_source})",
+                              EXIT_SERVER) from None
+        except httpx.HTTPError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if written:
+                raise ClientError(f"{what}: the download broke off after {written} bytes ({reason})",
+                                  EXIT_SERVER) from None
+            raise ClientError(f"{what}: cannot reach the API at {self.target.base_url} ({reason}); "
+                              f"check {self.target.check_hint}") from None
+        return written
 
     def ws_url(self, path: str) -> str:
         """The ``ws(s)://`` URL of ``path``, with the token as ``?token=``."""
