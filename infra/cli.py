@@ -10,11 +10,13 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from infra.client import CLIENT_COMMANDS, add_client_parsers, run_client
 from infra.stack.preflight import ConfigError
@@ -462,11 +464,20 @@ def _run(args: argparse.Namespace) -> int:
 def _format_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        loc = "_".join(str(part) for part in error["loc"]) if error["loc"] else ""
-        name = f"GRADEFLOW_{loc.upper()}" if loc else "settings"
+        loc = "_".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        index = "".join(f"[{part}]" for part in error["loc"] if isinstance(part, int))  # a list item
+        name = f"GRADEFLOW_{loc.upper()}{index}" if loc else "settings"
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{name}: {message}" if loc else message)
     return "; ".join(problems)
+
+
+def _format_settings_error(exc: SettingsError) -> str:
+    """One line naming the setting whose value could not even be parsed (e.g. a list that is not JSON)."""
+    match = re.search(r'field "([a-z0-9_]+)"', str(exc))
+    if match is None:
+        return str(exc).splitlines()[0]
+    return f"GRADEFLOW_{match.group(1).upper()}: cannot be parsed (a list or mapping setting takes JSON, e.g. [5, 300])"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except ValidationError as exc:
         print(f"gradeflow: invalid setting: {_format_validation_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SettingsError as exc:
+        print(f"gradeflow: invalid setting: {_format_settings_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except ConfigError as exc:
         print(f"gradeflow: {exc}", file=sys.stderr)

@@ -10,7 +10,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, HttpUrl, PostgresDsn, RedisDsn, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    NonNegativeFloat,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-secret-change-me-never-use-in-production"
@@ -111,7 +120,7 @@ class Settings(BaseSettings):
     outbox_dedupe_ttl_seconds: int = Field(default=7 * 86400, ge=60)
     """How long Redis remembers that an event id is on the stream (a re-send within it appends nothing)."""
 
-    webhook_retry_schedule: list[float] = Field(
+    webhook_retry_schedule: list[NonNegativeFloat] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0], min_length=1)
     """Seconds before each retry of a failed webhook delivery (JSON list; with jitter): the default is the
     Standard Webhooks schedule, 8 attempts over about 27 hours; after the last, a ``webhook`` dead letter."""
