@@ -32,6 +32,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agent import AgentActivities, GradeCall, GradeHook
 from activities.backup import BackupActivities
+from activities.batch import BatchActivities
 from activities.grading import GradingActivities
 from activities.maintenance import MaintenanceActivities
 from agents.checkpointer import open_saver
@@ -167,6 +168,7 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
                 activities=[grading.load_grading_context, grading.persist_grading_result,
                             grading.set_status, grading.mark_needs_intervention,
                             maintenance.purge_expired_idempotency_keys, maintenance.prune_checkpoints,
+                            BatchActivities(pools).publish_batch_progress,
                             BackupActivities(settings).run_backup],
                 graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout),
             ))

@@ -182,3 +182,25 @@ class StatusOutput:
     """Whether the status changed (``False``: already there, or no such submission)."""
     total: float | None = None
     """Submission total after the call (changes with overrides)."""
+
+
+@dataclass
+class BatchProgressInput:
+    """Input of ``publish_batch_progress``: a batch's progress, for its exam's live feeds."""
+
+    tenant_id: str
+    """Tenant owning the batch (its events channel)."""
+    exam_id: str
+    """The batch's exam: the exam feeds get the message."""
+    batch_id: str
+    """The batch (``batches`` row; empty for an unrecorded batch)."""
+    total: int
+    """Submissions in the batch."""
+    done: int
+    """Children finished (graded, given up or skipped)."""
+    running: int = 0
+    """Children running now."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Finished children by final status (as ``GET /v1/batches/{id}``'s counts)."""
+    kind: str = "grade"
+    """``grade`` or ``regrade``."""

@@ -57,6 +57,7 @@ class EventType(StrEnum):
     SUBMISSION_REVIEWED = "submission.reviewed"
     SUBMISSION_RETRIED = "submission.retried"
     GRADING_PROGRESS = "grading.progress"
+    BATCH_PROGRESS = "batch.progress"
     RUBRIC_CHANGED = "rubric.changed"
     REGRADE_REQUESTED = "regrade_request.created"
     REGRADE_REQUEST_RESOLVED = "regrade_request.resolved"

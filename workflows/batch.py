@@ -2,7 +2,10 @@
 
 At most ``max_concurrent`` children run at once (ARCHITECTURE property 21): a child is started
 only after ``wait_condition`` sees a free slot, and the slot is freed when its result (or error)
-arrives. ``get_progress`` aggregates the children's outcomes.
+arrives. ``get_progress`` aggregates the children's outcomes. With ``progress_events`` a publisher task
+sends that progress to the exam's live feeds (activity ``publish_batch_progress``) at the start and
+whenever children have finished since its last message: one activity in flight at a time, so messages
+arrive in order and a burst of finished children costs one message, not one each.
 
 ``BatchInput`` lives in :mod:`workflows.types` (starting a batch imports no workflow code) and is
 re-exported here.
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.batch import BatchActivities
+    from activities.types import BatchProgressInput
     from infra.constants import BATCH_GRADING_WORKFLOW, QUERY_PROGRESS, grading_workflow_id
     from workflows.grading import GradingInput, GradingOutput, GradingWorkflow, ProgressView
     from workflows.types import BatchInput
@@ -37,6 +43,11 @@ class BatchOutput:
 
 __all__ = ["BatchGradingWorkflow", "BatchInput", "BatchOutput"]
 
+PUBLISH_TIMEOUT = timedelta(seconds=10)
+"""Start-to-close timeout of one ``publish_batch_progress`` attempt."""
+PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+"""Progress is advisory: a few tries, then the next change publishes again."""
+
 
 @workflow.defn(name=BATCH_GRADING_WORKFLOW)
 class BatchGradingWorkflow:
@@ -50,6 +61,11 @@ class BatchGradingWorkflow:
         self._updated_at = ""
         self._batch_id = ""
         self._regrade = False
+        self._finished_children = 0
+        """Children finished so far (the publisher compares it with what it last published)."""
+        self._all_done = False
+        self._published = -1
+        """``_finished_children`` when progress was last published (-1: never)."""
 
     def _touch(self) -> None:
         self._updated_at = workflow.now().isoformat()
@@ -63,6 +79,8 @@ class BatchGradingWorkflow:
         self._batch_id = inp.batch_id
         self._regrade = inp.regrade
         self._touch()
+        publisher = (asyncio.create_task(self._publish_progress(inp))
+                     if inp.progress_events and inp.submissions else None)
         tasks: list[asyncio.Task[None]] = []
         for sub in inp.submissions:
             await workflow.wait_condition(lambda: self._running < inp.max_concurrent)
@@ -71,6 +89,9 @@ class BatchGradingWorkflow:
             self._touch()
             tasks.append(asyncio.create_task(self._grade(sub)))
         await asyncio.gather(*tasks)
+        self._all_done = True
+        if publisher is not None:
+            await publisher  # the last message says 100 %
         self._touch()
         return BatchOutput(statuses=dict(self._statuses), max_running=self._max_running)
 
@@ -98,7 +119,30 @@ class BatchGradingWorkflow:
             self._statuses[sub.submission_id] = "failed"
         finally:
             self._running -= 1
+            self._finished_children += 1
             self._touch()
+
+    async def _publish_progress(self, inp: BatchInput) -> None:
+        """Publish the progress now, then after every change, until every child is done."""
+        first = inp.submissions[0]
+        while True:
+            await workflow.wait_condition(lambda: self._finished_children != self._published or self._all_done)
+            if self._finished_children == self._published:  # every child done, and that was published
+                return
+            self._published = self._finished_children
+            counts: dict[str, int] = {}
+            for status in self._statuses.values():
+                counts[status] = counts.get(status, 0) + 1
+            progress = BatchProgressInput(
+                tenant_id=first.tenant_id, exam_id=first.exam_id, batch_id=self._batch_id, total=self._total,
+                done=len(self._statuses), running=self._running, counts=counts,
+                kind="regrade" if self._regrade else "grade")
+            try:
+                await workflow.execute_activity_method(BatchActivities.publish_batch_progress, progress,
+                                                       start_to_close_timeout=PUBLISH_TIMEOUT,
+                                                       retry_policy=PUBLISH_RETRY)
+            except ActivityError as err:
+                workflow.logger.warning("batch progress not published: %s", err)
 
     @workflow.query(name=QUERY_PROGRESS)
     def get_progress(self) -> ProgressView:

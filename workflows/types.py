@@ -62,6 +62,9 @@ class BatchInput:
     """Grade again: a child whose earlier grading finished gets a new run (never two runs at once)."""
     batch_id: str = ""
     """The batch's id (``batches`` row), carried in each child's memo; empty for an unrecorded batch."""
+    progress_events: bool = False
+    """Publish ``batch.progress`` to the exam's live feeds as children finish (activity
+    ``publish_batch_progress``; the API's batches set it, so their workers must register it)."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ def batch_input(*, batch_id: str, tenant_id: str, exam_id: str, items: Sequence[
                 exam_title: str = "", **overrides: Any) -> BatchInput:
     """Build the batch workflow's input; ``items`` are ``(submission_id, trace_id[, student_id])``.
 
+    The batch publishes its progress to the exam's live feeds (``batch.progress``).
     ``regrade``: finished gradings get a new run; ``keep_reviewed``: scores a reviewer set are kept;
     ``exam_title`` and the student ids go to each child's search attributes and static summary.
     """
@@ -43,7 +44,8 @@ def batch_input(*, batch_id: str, tenant_id: str, exam_id: str, items: Sequence[
         grading_input(submission_id=item[0], tenant_id=tenant_id, exam_id=exam_id, trace_id=item[1],
                       settings=settings, student_id=item[2] if len(item) > 2 else "", exam_title=exam_title,
                       **overrides) for item in items]
-    return BatchInput(submissions=children, max_concurrent=max_concurrent, batch_id=batch_id, regrade=regrade)
+    return BatchInput(submissions=children, max_concurrent=max_concurrent, batch_id=batch_id, regrade=regrade,
+                      progress_events=True)
 
 
 async def start_batch(client: Client, *, batch_id: str, workflow_id: str, tenant_id: str, exam_id: str,

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from activities.agent import AgentActivities, GradeHook
+from activities.batch import BatchActivities
 from activities.grading import GradingActivities
 from agents.checkpointer import open_saver
 from agents.graders import grade_with_rubric
@@ -162,7 +163,8 @@ async def grading_workers(client: Client, pools: Any, saver: Any, settings: Any,
     orch = Worker(client, task_queue=task_queue, workflows=[GradingWorkflow, BatchGradingWorkflow],
                   workflow_runner=workflow_runner(),
                   activities=[grading.load_grading_context, grading.persist_grading_result,
-                              grading.set_status, grading.mark_needs_intervention])
+                              grading.set_status, grading.mark_needs_intervention,
+                              BatchActivities(pools).publish_batch_progress])
     async with orch:
         if not cognitive:
             yield cog
