@@ -42,6 +42,9 @@ def _permanent(exc: BaseException, kind: str) -> ApplicationError:
     return ApplicationError(f"{kind}: {exc}", type=kind, non_retryable=True)
 
 
+GRADED_STATUSES = frozenset({SubmissionStatus.COMPLETED, SubmissionStatus.NEEDS_REVIEW, SubmissionStatus.FAILED})
+"""Statuses holding a result: an unversioned persist (input of a run started before the fence) must not
+overwrite one (the same-status update would pass the state machine's trigger silently)."""
 VERSION_CONFLICT = "VersionConflict"
 """Type of the non-retryable error of a write refused by the version fence (a newer change exists)."""
 
@@ -138,7 +141,7 @@ class GradingActivities:
                     flagged = [q for q in flagged if q not in reviewed]
                 status = SubmissionStatus.NEEDS_REVIEW if flagged else SubmissionStatus.COMPLETED
                 fenced = (current["version"] == inp.expected_version if inp.expected_version
-                          else current["status"] == SubmissionStatus.GRADING)
+                          else current["status"] not in GRADED_STATUSES)  # the trigger refuses the rest
                 if not fenced:
                     if await writer.event_committed(conn, _change_id(inp.submission_id, current["version"],
                                                                      EventType.SUBMISSION_GRADED, status)):

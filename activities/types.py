@@ -131,7 +131,7 @@ class PersistInput:
     """A regrade keeping reviewers' scores: questions a reviewer overrode keep their row (and are not flagged)."""
     expected_version: int = 0
     """Submission version this run's load committed; the write is refused at any other version (the fence).
-    0 (inputs of runs started before the fence): the submission must still be ``grading``."""
+    0 (inputs of runs started before the fence): refused only if the submission already holds a result."""
 
 
 @dataclass
