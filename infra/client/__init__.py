@@ -1,4 +1,4 @@
-"""Client commands of ``gradeflow``: exams, submit, watch, review and list, over the HTTP API.
+"""Client commands of ``gradeflow``: exams, submit, watch, review, list and webhooks, over the HTTP API.
 
 :func:`add_client_parsers` registers the subcommands (light: nothing heavy is imported to build the
 parser); :func:`run_client` runs one. They call the API at ``--api`` / ``GRADEFLOW_API_URL`` (default
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-CLIENT_COMMANDS = ("exams", "submit", "watch", "review", "list")
+CLIENT_COMMANDS = ("exams", "submit", "watch", "review", "list", "webhooks")
 STATUSES = ["queued", "grading", "needs_review", "completed", "failed", "needs_intervention"]
 
 
@@ -101,6 +101,10 @@ def add_client_parsers(sub: Any) -> None:
     subs.add_argument("--limit", type=_positive, default=20, metavar="N", help="at most N rows (default 20, max 100)")
     ex = what.add_parser("exams", help="exams, newest first", parents=[common])
     ex.add_argument("--limit", type=_positive, default=20, metavar="N", help="at most N rows (default 20, max 100)")
+
+    from infra.client.webhooks import add_webhook_parser  # argparse and rich only
+
+    add_webhook_parser(sub, common)
 
 
 def run_client(settings: Any, args: argparse.Namespace) -> int:

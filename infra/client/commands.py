@@ -115,6 +115,10 @@ async def run(settings: Any, args: argparse.Namespace) -> int:
             return await review(api, args)
         if args.command == "list":
             return await list_rows(api, args)
+        if args.command == "webhooks":
+            from infra.client.webhooks import webhooks
+
+            return await webhooks(api, args)
         from infra.client.watch import watch
 
         return await watch(api, args.submission_id, timeout=args.timeout)

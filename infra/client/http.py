@@ -127,6 +127,8 @@ class ApiClient:
             hint = " (check --token / GRADEFLOW_TOKEN)" if resp.status_code in (401, 403) else ""
             raise ClientError(f"{what}: {problem_line(resp)}{hint}",
                               EXIT_SERVER if resp.status_code >= 500 else EXIT_USER)
+        if resp.status_code == 204:
+            return None
         try:
             return resp.json()
         except json.JSONDecodeError:
