@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-CLIENT_COMMANDS = ("exams", "submit", "watch", "review", "list", "webhooks")
+CLIENT_COMMANDS = ("exams", "submit", "watch", "review", "list", "webhooks", "history", "regrade-requests")
 STATUSES = ["queued", "grading", "needs_review", "completed", "failed", "needs_intervention"]
 
 
@@ -105,6 +105,10 @@ def add_client_parsers(sub: Any) -> None:
     from infra.client.webhooks import add_webhook_parser  # argparse and rich only
 
     add_webhook_parser(sub, common)
+
+    from infra.client.regrades import add_regrade_parsers  # argparse and rich only
+
+    add_regrade_parsers(sub, common)
 
 
 def run_client(settings: Any, args: argparse.Namespace) -> int:

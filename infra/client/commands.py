@@ -119,6 +119,10 @@ async def run(settings: Any, args: argparse.Namespace) -> int:
             from infra.client.webhooks import webhooks
 
             return await webhooks(api, args)
+        if args.command in ("history", "regrade-requests"):
+            from infra.client.regrades import run_regrades
+
+            return await run_regrades(api, args)
         from infra.client.watch import watch
 
         return await watch(api, args.submission_id, timeout=args.timeout)
