@@ -33,15 +33,15 @@ START_TIMEOUT_SECONDS = 10.0
 """Longest the API waits for Temporal to accept the batch's start."""
 
 
-async def _start(temporal: Any, settings: Any, created: batches.CreatedBatch, tenant: str,
+async def _start(temporal: Any, pools: Any, settings: Any, created: batches.CreatedBatch, tenant: str,
                  options: dict[str, Any], *, regrade: bool = False, keep_reviewed: bool = False) -> None:
-    """Start the batch workflow; on failure only log it.
+    """Start the batch workflow and mark the batch started; on failure only log it.
 
-    The batch is stored: the stranded-submission sweep grades its queued submissions, one by one,
-    without the batch's bound.
+    The batch is stored unstarted: the reconciler (``gradeflow relay``) starts it after
+    ``GRADEFLOW_RECONCILE_AFTER_SECONDS``, regrades included.
     """
     if temporal is None:
-        logger.warning("temporal unavailable; batch %s left to the stranded-submission sweep", created.workflow_id)
+        logger.warning("temporal unavailable; batch %s left to the reconciler", created.workflow_id)
         return
     try:
         await asyncio.wait_for(start_batch(
@@ -50,9 +50,14 @@ async def _start(temporal: Any, settings: Any, created: batches.CreatedBatch, te
             items=[(i.submission_id, i.trace_id, i.student_id) for i in created.items],
             max_concurrent=created.max_concurrent, exam_title=created.exam_title,
             settings=settings, regrade=regrade, keep_reviewed=keep_reviewed, **options), START_TIMEOUT_SECONDS)
-    except Exception as exc:  # noqa: BLE001 - stored: the stranded-submission sweep grades its submissions
-        logger.warning("could not start batch %s (%s: %s); the stranded-submission sweep grades its "
-                       "submissions", created.workflow_id, type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - stored unstarted: the reconciler starts it
+        logger.warning("could not start batch %s (%s: %s); the reconciler will", created.workflow_id,
+                       type(exc).__name__, exc)
+        return
+    try:
+        await batches.mark_started(pools, tenant, created.batch_id)
+    except Exception as exc:  # noqa: BLE001 - the reconciler's start finds the running workflow and marks it
+        logger.warning("batch %s started but not marked (%s: %s)", created.workflow_id, type(exc).__name__, exc)
 
 
 @router.post("/v1/exams/{exam_id}/batches", status_code=202, response_model=BatchAccepted,
@@ -85,7 +90,7 @@ async def create_batch(exam_id: ExamId, body: BatchCreate, principal: PrincipalD
                            type_="validation-error",
                            errors=[{"field": "submission_ids", "message": f"unknown submission {i}"}
                                    for i in exc.ids]) from None
-    await _start(temporal, settings, created, tenant, dict(request.app.state.grading_options))
+    await _start(temporal, pools, settings, created, tenant, dict(request.app.state.grading_options))
     return _accepted(created, response)
 
 
@@ -123,8 +128,8 @@ async def regrade(exam_id: ExamId, body: RegradeCreate, principal: PrincipalDep,
                            type_="validation-error",
                            errors=[{"field": "submission_ids", "message": f"not regradable: {i}"}
                                    for i in exc.ids]) from None
-    await _start(temporal, settings, created, tenant, dict(request.app.state.grading_options), regrade=True,
-                 keep_reviewed=not body.override_reviewed)
+    await _start(temporal, pools, settings, created, tenant, dict(request.app.state.grading_options),
+                 regrade=True, keep_reviewed=not body.override_reviewed)
     return _accepted(created, response)
 
 

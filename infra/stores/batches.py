@@ -36,9 +36,12 @@ INSERT INTO batch_items (batch_id, position, submission_id, tenant_id)
 VALUES (%(batch_id)s, %(position)s, %(submission_id)s, %(tenant_id)s)"""
 SELECT_EXISTING_SQL = "SELECT id, trace_id, student_id FROM submissions WHERE exam_id = %s AND id = ANY(%s)"
 SELECT_BATCH_SQL = """
-SELECT id, exam_id, workflow_id, max_concurrent, total, trace_id, created_by, created_at, kind,
-       override_reviewed
-  FROM batches WHERE id = %s"""
+SELECT b.id, b.exam_id, b.workflow_id, b.max_concurrent, b.total, b.trace_id, b.created_by, b.created_at, b.kind,
+       b.override_reviewed, b.started_at, e.title AS exam_title
+  FROM batches b JOIN exams e ON e.id = b.exam_id WHERE b.id = %s"""
+MARK_STARTED_SQL = "UPDATE batches SET started_at = now() WHERE id = %s AND started_at IS NULL"
+UNSTARTED_SQL = "SELECT tenant_id, id::text AS id FROM unstarted_batches(%s, %s)"
+"""Batches of every tenant whose workflow start was never recorded (SECURITY DEFINER, migration 0019)."""
 REGRADABLE = ("completed", "failed")
 """Statuses a regrade takes: a finished grading (a running or waiting one is left alone)."""
 REGRADE_SCOPE_SQL = {
@@ -225,3 +228,23 @@ async def regrade_candidates(pools: PoolManager, tenant_id: str, *, exam_id: str
             raise UnknownSubmissionsError(missing)
         return [str(u) for u in dict.fromkeys(wanted)]
     return found
+
+
+async def mark_started(pools: PoolManager, tenant_id: str, batch_id: str) -> None:
+    """Record that Temporal accepted the start of the batch's workflow (the reconciler leaves it alone)."""
+    bid = parse_uuid(batch_id)
+    if bid is None:
+        return
+    async with pools.transaction(tenant_id) as conn:
+        await conn.execute(MARK_STARTED_SQL, (bid,))
+
+
+async def unstarted(pools: PoolManager, *, older_than_seconds: float, limit: int) -> list[dict[str, Any]]:
+    """Batches of every tenant created more than ``older_than_seconds`` ago whose start was never recorded.
+
+    Read through the SECURITY DEFINER function ``unstarted_batches`` (the reconciler has no tenant
+    context): tenant and id only; :func:`load_batch` reads the rest under the tenant.
+    """
+    async with pools.connection() as conn:
+        cur = await conn.execute(UNSTARTED_SQL, (older_than_seconds, limit))
+        return list(await cur.fetchall())

@@ -3,7 +3,9 @@
 The batch workflow starts each submission's ``GradingWorkflow`` as a child (``grade-<submission_id>``,
 tenant, trace and submission in memo and search attributes), at most ``max_concurrent`` at once.
 The outbox relay's reconciler leaves the batch's ``submission.received`` events alone (their payload
-names the batch), so the bound holds.
+names the batch), so the bound holds. Once Temporal accepts the start, the batch is marked started
+(``batches.started_at``); a batch the API could not start (Temporal unreachable) is started later by the
+reconciler's sweep of unstarted batches (:func:`start_recorded_batch`), so a regrade is never lost.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from infra.constants import BATCH_GRADING_WORKFLOW, ORCHESTRATION_QUEUE
+from infra.db.pools import PoolManager
+from infra.stores import batches as batch_store
 from infra.temporal.starter import grading_input
 from workflows.types import BatchInput, GradingInput
 from workflows.visibility import EXAM_KEY, TENANT_KEY, TRACE_KEY
@@ -75,4 +79,25 @@ async def start_batch(client: Client, *, batch_id: str, workflow_id: str, tenant
             search_attributes=attributes)
     except WorkflowAlreadyStartedError:
         logger.info("batch %s already ran; not starting it again", workflow_id)
+    return workflow_id
+
+
+async def start_recorded_batch(client: Client, pools: PoolManager, tenant_id: str, batch: dict[str, Any], *,
+                               settings: Any = None, task_queue: str = ORCHESTRATION_QUEUE,
+                               **overrides: Any) -> str:
+    """Start a stored batch (:func:`infra.stores.batches.load_batch`) as it was asked for, then mark it started.
+
+    A regrade batch regrades (``kind``), keeping reviewers' scores unless it said ``override_reviewed``.
+    Starting twice is harmless (:func:`start_batch` finds the running or finished workflow).
+    """
+    regrade = batch.get("kind") == "regrade"
+    workflow_id = await start_batch(
+        client, batch_id=str(batch["id"]), workflow_id=str(batch["workflow_id"]), tenant_id=tenant_id,
+        exam_id=str(batch["exam_id"]), trace_id=str(batch["trace_id"] or ""),
+        items=[(str(i["submission_id"]), str(i["trace_id"] or ""), str(i.get("student_id") or ""))
+               for i in batch["items"]],
+        max_concurrent=int(batch["max_concurrent"]), settings=settings, task_queue=task_queue, regrade=regrade,
+        keep_reviewed=regrade and not batch.get("override_reviewed"), exam_title=str(batch.get("exam_title") or ""),
+        **overrides)
+    await batch_store.mark_started(pools, tenant_id, str(batch["id"]))
     return workflow_id

@@ -6,6 +6,10 @@ Temporal is unreachable, the submission stays ``queued``. Every ``interval`` sec
 them: ``USE_EXISTING`` / ``REJECT_DUPLICATE`` make a start of a running or finished grading a no-op,
 so no submission is stranded and none is graded twice. Unlike starting from every
 ``submission.received`` event, a submission the API started costs no second start.
+
+Batches the same way: a batch (a regrade too) whose workflow start was never recorded ``grace`` seconds
+after it was stored (the API could not reach Temporal) is started as it was asked for, then marked
+started; batches go first, so their queued submissions are started by their batch, within its bound.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from temporalio.client import Client
 from infra.constants import ORCHESTRATION_QUEUE
 from infra.db.pools import PoolManager
 from infra.observability.tracing import trace_context, with_tracing
-from infra.stores import submissions
+from infra.stores import batches, submissions
+from infra.temporal.batches import start_recorded_batch
 from infra.temporal.starter import start_grading
 
 logger = logging.getLogger(__name__)
 
 
 class StrandedReconciler:
-    """Starts gradings of submissions left ``queued``.
+    """Starts gradings of submissions left ``queued``, and batches left unstarted.
 
     Args:
         pools: Pool manager (PostgreSQL; no tenant context needed).
@@ -54,7 +59,28 @@ class StrandedReconciler:
         self.overrides = overrides
 
     async def run_once(self) -> int:
-        """One sweep: start every stranded submission found; return how many starts were made."""
+        """One sweep: start every unstarted batch, then every stranded submission; return how many starts."""
+        started = await self.start_unstarted_batches()
+        return started + await self.start_stranded()
+
+    async def start_unstarted_batches(self) -> int:
+        """Start the batches whose start was never recorded after the grace period; return how many."""
+        found = await batches.unstarted(self.pools, older_than_seconds=self.grace_seconds, limit=self.batch)
+        started = 0
+        for row in found:
+            batch = await batches.load_batch(self.pools, row["tenant_id"], row["id"])
+            if batch is None:
+                continue
+            with trace_context(batch["trace_id"] or ""):
+                await start_recorded_batch(self.client, self.pools, row["tenant_id"], batch, settings=self.settings,
+                                           task_queue=self.task_queue, **self.overrides)
+            started += 1
+        if started:
+            logger.info("reconciler: started %d unstarted batch(es)", started)
+        return started
+
+    async def start_stranded(self) -> int:
+        """Start every stranded submission found; return how many starts were made."""
         found = await submissions.stranded(self.pools, older_than_seconds=self.grace_seconds, limit=self.batch)
         for row in found:
             with trace_context(row["trace_id"] or ""):
