@@ -35,6 +35,7 @@ async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_th
     await expect(row.locator("[data-status]").first).to_have_text("grading")
     assert {call.question_id for call in dashboard.gate.held} == {"q2", "q3", "q4"}
     await expect(page.locator("#counts li[data-status='grading'] .count")).to_have_text("1")
+    await tab.shot("exam-page-grading.png")
 
     dashboard.gate.open()
     await expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
