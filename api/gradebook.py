@@ -9,7 +9,7 @@ Formula injection (OWASP "CSV Injection"): a TEXT cell (ids, question ids in the
 that starts with ``=``, ``+``, ``-``, ``@``, TAB or CR gets a leading ``'``, so no spreadsheet reads it
 as a formula. A text cell starting with ``'`` gets one too, which makes the rule reversible: removing
 one leading ``'`` from every text cell that has one gives back the stored text exactly. NUMBERS are
-written as plain decimals (``format(value, "f")``, never an exponent) and are never prefixed: a
+written as PostgreSQL writes a ``numeric`` (a plain decimal, never an exponent) and are never prefixed: a
 number is not a formula, and a negative score (none can be stored today) stays a number. Times are
 ISO 8601 with their UTC offset.
 
@@ -25,8 +25,6 @@ import io
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
-from datetime import datetime
-from decimal import Decimal
 
 from infra.stores.gradebook import GradebookHeader, GradebookRow
 
@@ -50,13 +48,9 @@ def unescape_text(cell: str) -> str:
     return cell[1:] if cell.startswith(ESCAPE) else cell
 
 
-def number(value: Decimal | None) -> str:
-    """A number as a plain decimal (``""`` for none); never prefixed."""
-    return "" if value is None else format(value, "f")
-
-
-def _time(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat()
+def number(value: str | None) -> str:
+    """A number (PostgreSQL's numeral of a ``numeric``: plain decimal) as it is (``""`` for none); never prefixed."""
+    return "" if value is None else value
 
 
 def _opt_text(value: str | None) -> str:
@@ -82,12 +76,12 @@ def csv_row(row: GradebookRow) -> list[str]:
         for score, text in zip(row.scores, row.feedback, strict=True):
             cells.append(number(score))
             cells.append(_opt_text(text))
-    cells += [number(row.total), number(row.max_total), _time(row.graded_at)]
+    cells += [number(row.total), number(row.max_total), row.graded_at or ""]
     return cells
 
 
-def _json_number(value: Decimal | None) -> str:
-    return "null" if value is None else format(value, "f")
+def _json_number(value: str | None) -> str:
+    return "null" if value is None else value
 
 
 def _json_object(pairs: Iterable[tuple[str, str]]) -> str:
@@ -104,7 +98,7 @@ def jsonl_line(questions: list[str], row: GradebookRow) -> str:
         fields.append(("feedback", _json_object(
             (q, dumps(t, ensure_ascii=False)) for q, t in zip(questions, row.feedback, strict=True))))
     fields += [("total", _json_number(row.total)), ("max_total", _json_number(row.max_total)),
-               ("graded_at", dumps(row.graded_at.isoformat() if row.graded_at else None))]
+               ("graded_at", dumps(row.graded_at))]
     return _json_object(fields) + "\n"
 
 

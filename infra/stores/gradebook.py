@@ -5,7 +5,7 @@ it first yields the exam's question ids in exam order (:class:`GradebookHeader`;
 another tenant's, raises :class:`infra.stores.submissions.ExamNotFoundError` instead), then batches
 of :class:`GradebookRow` fetched from a named (server-side) cursor, ``batch_rows`` at a time, so memory
 stays bounded whatever the exam's size. Scores come back per question in the header's order
-(``None``: no result for that question); numbers stay :class:`~decimal.Decimal`, exactly as stored.
+(``None``: no result for that question); numbers and times come as text, exactly as stored.
 
 The connection is held until the consumer finishes or closes the generator (``aclose``; the API's
 streaming response does so when the client goes away): an export of 100k submissions holds one
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 
 from psycopg.rows import class_row
 
@@ -34,16 +32,21 @@ SELECT e.id, q.question_id
 
 _GRADEBOOK_SQL = """
 SELECT s.id::text AS submission_id, s.student_id, s.external_id, s.status,
-       COALESCE(g.scores, '{{}}'::numeric[]) AS scores, s.total, s.max_total, s.graded_at{feedback_column}
+       COALESCE(g.scores, '{{}}'::text[]) AS scores, s.total::text AS total, s.max_total::text AS max_total,
+       to_json(s.graded_at) #>> '{{}}' AS graded_at{feedback_column}
   FROM submissions s
   LEFT JOIN LATERAL (
-       SELECT array_agg(r.score ORDER BY q.n) AS scores{feedback_agg}
+       SELECT array_agg(r.score::text ORDER BY q.n) AS scores{feedback_agg}
          FROM unnest(%(questions)s::text[]) WITH ORDINALITY AS q(question_id, n)
          LEFT JOIN grading_results r ON r.submission_id = s.id AND r.question_id = q.question_id) g ON true
  WHERE s.tenant_id = %(tenant_id)s AND s.exam_id = %(exam_id)s
  ORDER BY s.created_at, s.id"""
 GRADEBOOK_SQL = _GRADEBOOK_SQL.format(feedback_column="", feedback_agg="")
-"""One row per submission of the exam, oldest first; ``scores`` in the order of ``questions``."""
+"""One row per submission of the exam, oldest first; ``scores`` in the order of ``questions``.
+
+Numbers come back as PostgreSQL's text of the ``numeric`` (exactly the stored value, never an
+exponent) and times as JSON's ISO 8601 text of the ``timestamptz``: the export writes them as they
+are, with no parsing into Python objects and formatting back (most of an export's CPU otherwise)."""
 GRADEBOOK_FEEDBACK_SQL = _GRADEBOOK_SQL.format(
     feedback_column=", COALESCE(g.feedback, '{}'::text[]) AS feedback",
     feedback_agg=", array_agg(r.feedback ORDER BY q.n) AS feedback")
@@ -75,14 +78,14 @@ class GradebookRow:
     """The LMS's id of the submission, if it gave one."""
     status: str
     """Submission status (``completed``, ``needs_review``, ...)."""
-    scores: list[Decimal | None]
-    """Score per question (header order); ``None``: not graded."""
-    total: Decimal | None
-    """Sum of the scores, once graded."""
-    max_total: Decimal | None
-    """Full marks of the exam."""
-    graded_at: datetime | None
-    """When the grading (or the latest regrade) was stored."""
+    scores: list[str | None]
+    """Score per question (header order) as a decimal numeral; ``None``: not graded."""
+    total: str | None
+    """Sum of the scores (decimal numeral), once graded."""
+    max_total: str | None
+    """Full marks of the exam (decimal numeral)."""
+    graded_at: str | None
+    """When the grading (or the latest regrade) was stored: ISO 8601 with the UTC offset."""
     feedback: list[str | None] | None = None
     """Feedback per question (header order), when asked for; ``None`` otherwise."""
 
