@@ -3,11 +3,13 @@
 Environment knobs: ``BENCH_N`` (submissions / workflows, default 40), ``BENCH_C`` (concurrency,
 default 8), ``BENCH_ROUNDS`` (measured e2e rounds, each followed by a bare-Temporal round; default
 2), ``BENCH_CP_WARMUP`` / ``BENCH_CP_MEASURED`` (checkpointer invocations, default 5 / 40),
-``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``, ``scale``, ``retention``; default all),
+``BENCH_PARTS`` (comma list of ``checkpointer``, ``e2e``, ``scale``, ``retention``, ``export``; default all),
 ``BENCH_RETENTION_N`` (submissions graded for the retention part when e2e did not run; default 20),
 ``BENCH_API_CPU`` (API CPU probes after the e2e rounds, ``C:N`` pairs; default ``1:12,32:64``; empty: none),
 ``BENCH_SCALE_Q`` / ``BENCH_SCALE_N`` / ``BENCH_SCALE_WORKERS`` (the scale part: questions per exam,
-submissions per run, cognitive worker counts; default 200 / 16 / ``1,2``), ``BENCH_KEEP=1`` (keep the
+submissions per run, cognitive worker counts; default 200 / 16 / ``1,2``), ``BENCH_EXPORT_N`` /
+``BENCH_EXPORT_Q`` / ``BENCH_EXPORT_ROUNDS`` (the gradebook export part, :mod:`bench.export`; default
+100000 / 10 / 3), ``BENCH_KEEP=1`` (keep the
 stack's data and the platform logs). Output: ``bench/results/<UTC timestamp>.json``.
 """
 
@@ -106,6 +108,26 @@ async def _run_parts(stack: Any, work_dir: Path, parts: set[str], n: int, c: int
         await _run_retention(stack, report)
     else:
         report["notes"].append("retention bench skipped (BENCH_PARTS)")
+    if "export" in parts:
+        await _run_export(stack, work_dir, report)
+    else:
+        report["notes"].append("export bench skipped (BENCH_PARTS)")
+
+
+async def _run_export(stack: Any, work_dir: Path, report: dict[str, Any]) -> None:
+    """Gradebook export of 100k submissions through the API beside COPY of the same rows."""
+    from bench.export import EXPORT_DB, run_export
+
+    try:
+        out = await run_export(admin_url=_create_database(stack.database_admin_url, EXPORT_DB),
+                               redis_url=stack.redis_url, temporal_address=stack.temporal_address,
+                               work_dir=work_dir, log=say)
+    except Exception as exc:  # noqa: BLE001 - reported as a note, never as a number
+        report["notes"].append(f"export bench failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return
+    report["export"] = out
+    report["export_ratio_vs_copy"] = out["export_ratio_vs_copy"]
 
 
 async def _run_retention(stack: Any, report: dict[str, Any]) -> None:
@@ -256,6 +278,10 @@ def table(report: dict[str, Any]) -> str:
                  "Checkpoint reference: stock AsyncPostgresSaver, questions+answers in the state. "
                  "Retention reference: bytes written grading the same submission (retained after pruning to "
                  "the last checkpoint; 0 after the delete setting).")
+    if report.get("export"):
+        from bench.export import table as export_table
+
+        lines += ["", export_table(report["export"])]
     for note in report["notes"]:
         lines.append(f"- note: {note}")
     return "\n".join(lines)
@@ -313,7 +339,7 @@ def main() -> int:
     from infra.stack.embedded import EmbeddedStack, free_port
 
     n, c = _env_int("BENCH_N", 40), _env_int("BENCH_C", 8)
-    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e,scale,retention").split(",")
+    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", "checkpointer,e2e,scale,retention,export").split(",")
              if p.strip()}
     started_at = datetime.now(UTC)
     report: dict[str, Any] = {
@@ -327,6 +353,7 @@ def main() -> int:
         "checkpoint_bytes_ratio": None,
         "checkpoint_time_ratio": None,
         "checkpoint_retained_ratio": None,
+        "export_ratio_vs_copy": None,
         "targets": TARGETS,
         "params": {"n": n, "concurrency": c, "rounds": _env_int("BENCH_ROUNDS", 2), "parts": sorted(parts)},
         "machine": machine_info(),
