@@ -28,6 +28,7 @@ from infra.cache.copies import Cache
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
 from infra.events import dead_letters, live
+from infra.events.causes import GRADE_CAUSES, RUN_CAUSES, submission_flow
 from infra.events.outbox import add_event, derived_event_id
 from infra.stores import checkpoints, grading, history, submissions, writer
 from infra.stores.rubrics import RubricCache, questions_loader
@@ -101,6 +102,7 @@ class GradingActivities:
                         trace_id=ref.trace_id or None,
                         event_id=_change_id(ref.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.GRADING),
+                        **await submission_flow(conn, ref.tenant_id, ref.submission_id, RUN_CAUSES),
                     )
         except grading.SubmissionNotFoundError as exc:
             raise _permanent(exc, "SubmissionNotFound") from exc
@@ -162,6 +164,7 @@ class GradingActivities:
                              "flagged": flagged},
                     trace_id=inp.trace_id or None,
                     event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_GRADED, status),
+                    **await submission_flow(conn, inp.tenant_id, inp.submission_id, RUN_CAUSES),
                 )
                 await checkpoints.record_thread(conn, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
                                                 thread_id=inp.thread_id)
@@ -227,6 +230,8 @@ class GradingActivities:
                         payload=payload,
                         event_id=_change_id(inp.submission_id, row["version"], "set_status", row["status"],
                                             inp.actor_id or ""),
+                        **await submission_flow(conn, inp.tenant_id, inp.submission_id,
+                                                GRADE_CAUSES if inp.actor_id else RUN_CAUSES),
                     )
                 after = await grading.load_submission(conn, inp.submission_id)
         except grading.SubmissionNotFoundError as exc:
@@ -266,6 +271,7 @@ class GradingActivities:
                                  "error": inp.error}, trace_id=inp.trace_id or None,
                         event_id=_change_id(inp.submission_id, row["version"], EventType.SUBMISSION_STATUS,
                                             SubmissionStatus.NEEDS_INTERVENTION),
+                        **await submission_flow(conn, inp.tenant_id, inp.submission_id, RUN_CAUSES),
                     )
                     run_id = _run_id()
                     await dead_letters.record_dead_letter(  # an operator sees it in the DLQ and can replay it

@@ -26,12 +26,22 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING occurred_at
 """
 EXISTING_EVENT_SQL = "SELECT * FROM event_outbox WHERE event_id = %s"
+LATEST_EVENT_SQL = """
+SELECT event_id::text AS event_id FROM event_outbox
+ WHERE tenant_id = %(tenant_id)s AND target_type = %(target_type)s AND target_id = %(target_id)s
+   AND (cardinality(%(types)s::text[]) = 0 OR event_type = ANY(%(types)s::text[]))
+ ORDER BY id DESC LIMIT 1"""
+"""The aggregate's latest event (of the given types, or any); index ``event_outbox_target_idx``."""
 
 MARK_CONSUMED_SQL = """
 INSERT INTO consumed_events (event_id, consumer, tenant_id) VALUES (%s, %s, %s)
 ON CONFLICT (event_id, consumer) DO NOTHING
 RETURNING 1
 """
+
+
+class EventIdConflictError(ValueError):
+    """An explicit ``event_id`` is already used by an event this tenant cannot see (another tenant's)."""
 
 
 @dataclass
@@ -57,9 +67,9 @@ class EventEnvelope:
     trace_id: str | None = None
     """Trace id of the request that produced the event."""
     correlation_id: str | None = None
-    """Groups the events of one business flow."""
+    """Groups the events of one business flow: every event of a submission carries the submission's id."""
     causation_id: str | None = None
-    """Id of the event or command that caused this one."""
+    """Id of the event that caused this one (``None`` for the first of a flow, e.g. ``submission.received``)."""
     payload: dict[str, Any] = field(default_factory=dict)
     """Event body (JSON object)."""
 
@@ -126,8 +136,11 @@ async def add_event(
             activity writes nothing new: the event already stored is kept and returned as it is.
 
     Returns:
-        The envelope as stored, with the database's ``occurred_at`` (the first one stored, for a
-        repeated ``event_id``).
+        The envelope as stored, with the database's ``occurred_at``. For an ``event_id`` stored
+        already, the stored event (its payload, ids and time), whatever this call passed.
+
+    Raises:
+        EventIdConflictError: ``event_id`` belongs to another tenant's event.
 
     """
     envelope_id = str(uuid.UUID(event_id)) if event_id else str(uuid.uuid4())
@@ -142,7 +155,8 @@ async def add_event(
     if row is None:  # this event id is stored already (a re-run): the stored event stands
         cur = await conn.execute(EXISTING_EVENT_SQL, (envelope_id,), prepare=False)
         existing = await cur.fetchone()
-        assert existing is not None
+        if existing is None:  # stored, but row-level security hides it: another tenant's event
+            raise EventIdConflictError(f"event id {envelope_id} is taken by another tenant's event")
         return EventEnvelope.from_row(existing if isinstance(existing, dict) else dict(zip(
             [c.name for c in cur.description or []], existing, strict=True)))
     occurred_at = row["occurred_at"] if isinstance(row, dict) else row[0]
@@ -151,6 +165,22 @@ async def add_event(
         target_type=target_type, target_id=str(target_id), version=version, occurred_at=occurred_at,
         trace_id=trace_id, correlation_id=correlation_id, causation_id=causation_id, payload=dict(payload),
     )
+
+
+async def latest_event_id(conn: psycopg.AsyncConnection[Any], *, tenant_id: str, target_type: str, target_id: str,
+                          event_types: tuple[str, ...] = ()) -> str | None:
+    """Id of the aggregate's latest stored event of ``event_types`` (any type if empty), or ``None``.
+
+    How writers find an event's ``causation_id``: e.g. a grading run's events are caused by the
+    submission's latest ``submission.received`` / ``submission.retried``, a review by its latest
+    ``submission.graded``. Reads the caller's transaction, so an event written earlier in it counts.
+    """
+    cur = await conn.execute(LATEST_EVENT_SQL, {"tenant_id": tenant_id, "target_type": target_type,
+                                                "target_id": str(target_id), "types": list(event_types)})
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return str(row["event_id"] if isinstance(row, dict) else row[0])
 
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0e8f7c-3f4e-4d8a-9a51-6f1d2c9e7a10")

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
+from infra.events.causes import ANY_CAUSE, submission_flow
 from infra.events.dead_letters import close_by_reference
 from infra.events.outbox import add_event
 from infra.stores.exams import parse_uuid
@@ -95,6 +96,7 @@ async def record_retry(pools: PoolManager, tenant_id: str, submission_id: str, *
         await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_RETRIED,
                         target_type="submission", target_id=row["id"], version=row["version"],
                         actor_id=actor_id, trace_id=row["trace_id"],
+                        **await submission_flow(conn, tenant_id, row["id"], ANY_CAUSE),
                         payload={"exam_id": row["exam_id"], "reason": reason, "previous_run_id": previous_run_id,
                                  "error": row["error"]})
         await close_by_reference(conn, tenant_id=tenant_id, kind="submission", reference_id=row["id"],

@@ -21,7 +21,8 @@ from psycopg.types.json import Jsonb
 
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
-from infra.events.outbox import add_event
+from infra.events.causes import GRADE_CAUSES, submission_flow
+from infra.events.outbox import add_event, latest_event_id
 from infra.stores.exams import parse_uuid
 
 COLUMNS = """id::text AS id, submission_id::text AS submission_id, question_id, reason, requested_by, status,
@@ -76,6 +77,13 @@ class RequestConflictError(RuntimeError):
 
 class NotSubmitterError(PermissionError):
     """Only the submitter of a submission may ask for its regrade (403)."""
+
+
+async def _request_flow(conn: Any, tenant_id: str, request_id: str, submission_id: str) -> dict[str, str | None]:
+    """Envelope of a resolution: the submission's flow, caused by the request's ``regrade_request.created``."""
+    cause = await latest_event_id(conn, tenant_id=tenant_id, target_type="regrade_request", target_id=str(request_id),
+                                  event_types=(EventType.REGRADE_REQUESTED.value,))
+    return {"correlation_id": str(submission_id), "causation_id": cause}
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +151,7 @@ async def create_request(pools: PoolManager, tenant_id: str, submission_id: str,
                 "after": Jsonb({"request_id": request_id, "status": "open"}), "reason": reason})
             await add_event(conn, tenant_id=tenant_id, event_type=EventType.REGRADE_REQUESTED.value,
                             target_type="regrade_request", target_id=request_id, version=1, actor_id=requested_by,
-                            trace_id=trace_id, correlation_id=str(sid),
+                            trace_id=trace_id, **await submission_flow(conn, tenant_id, str(sid), GRADE_CAUSES),
                             payload={"submission_id": str(sid), "question_id": question_id, "reason": reason,
                                      "status": "open", "score": _num(target["score"])})
     except psycopg.errors.UniqueViolation:
@@ -194,7 +202,7 @@ async def accept_in(conn: Any, tenant_id: str, request_id: str, *, actor_id: str
         raise RequestConflictError(f"regrade request {request_id} is no longer open")
     await add_event(conn, tenant_id=tenant_id, event_type=EventType.REGRADE_REQUEST_RESOLVED.value,
                     target_type="regrade_request", target_id=request_id, version=2, actor_id=actor_id,
-                    trace_id=trace_id, correlation_id=row["submission_id"],
+                    trace_id=trace_id, **await _request_flow(conn, tenant_id, request_id, row["submission_id"]),
                     payload={"submission_id": row["submission_id"], "question_id": row["question_id"],
                              "status": "accepted", "old_score": old_score, "new_score": new_score,
                              "saga_id": saga_id, "reason": reason})
@@ -232,7 +240,7 @@ async def reject_request(pools: PoolManager, tenant_id: str, request_id: str, *,
             "after": Jsonb({"request_id": str(rid), "status": "rejected"}), "reason": reason})
         await add_event(conn, tenant_id=tenant_id, event_type=EventType.REGRADE_REQUEST_RESOLVED.value,
                         target_type="regrade_request", target_id=str(rid), version=2, actor_id=actor_id,
-                        trace_id=trace_id, correlation_id=row["submission_id"],
+                        trace_id=trace_id, **await _request_flow(conn, tenant_id, str(rid), row["submission_id"]),
                         payload={"submission_id": row["submission_id"], "question_id": row["question_id"],
                                  "status": "rejected", "reason": reason})
     return _row(row)

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from infra.constants import EventType, SubmissionStatus
 from infra.db.pools import PoolManager
+from infra.events.causes import GRADE_CAUSES, REVIEW_CAUSES, submission_flow
 from infra.events.outbox import add_event
 from infra.stores import history, regrade_requests
 from infra.stores.exams import parse_uuid
@@ -202,7 +203,8 @@ async def apply_override(pools: PoolManager, tenant_id: str, submission_id: str,
                 "after": Jsonb({**_audit(new), "total": _num(bumped["total"]), "saga_id": saga_id})})
         await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_REVIEWED.value,
                         target_type="submission", target_id=submission_id, version=int(bumped["version"]),
-                        actor_id=actor_id, trace_id=trace_id, correlation_id=saga_id,
+                        actor_id=actor_id, trace_id=trace_id,
+                        **await submission_flow(conn, tenant_id, submission_id, GRADE_CAUSES),
                         payload={"status": sub["status"], "saga_id": saga_id, "reason": reason,
                                  "total_before": _num(sub["total"]), "total": _num(bumped["total"]),
                                  "overrides": {n["question_id"]: _audit(n) for n in after}})
@@ -249,7 +251,8 @@ async def restore_override(pools: PoolManager, tenant_id: str, submission_id: st
                 "after": Jsonb({**_audit(old), "total": applied.total_before, "saga_id": saga_id})})
         await add_event(conn, tenant_id=tenant_id, event_type=EventType.SUBMISSION_REVIEWED.value,
                         target_type="submission", target_id=submission_id, version=int(before["version"]),
-                        actor_id=actor_id, trace_id=trace_id, correlation_id=saga_id,
+                        actor_id=actor_id, trace_id=trace_id,
+                        **await submission_flow(conn, tenant_id, submission_id, REVIEW_CAUSES),
                         payload={"saga_id": saga_id, "compensation": True, "error": error,
                                  "total": applied.total_before})
 
