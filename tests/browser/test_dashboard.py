@@ -34,6 +34,8 @@ async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_th
     await expect(row.locator(".progress-text")).to_have_text("1/4")  # from the feed's grading.progress
     await expect(row.locator("[data-status]").first).to_have_text("grading")
     assert {call.question_id for call in dashboard.gate.held} == {"q2", "q3", "q4"}
+    await expect(row.locator(".chip.done")).to_have_text(["q1 ✓"])  # the feed names the graded questions
+    await expect(row.locator(".chip:not(.done)")).to_have_text(["q2", "q3", "q4"])
     await expect(page.locator("#counts li[data-status='grading'] .count")).to_have_text("1")
     await tab.shot("exam-page-grading.png")
 
@@ -138,3 +140,56 @@ async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
     await expect(page).to_have_url(re.compile(r"/ui/signin\?next="))  # told on the page, not sent around
     # the refused check is the browser's own network line, the only one
     assert len(tab.errors) == 1 and "status of 401" in tab.errors[0], tab.errors
+
+
+async def test_progress_without_question_ids_shows_the_counts(dashboard, new_tab, pools):
+    from infra.events import live
+    from tests.integration.workflows.harness import seed_exam, seed_submission, text
+
+    exam_id = await seed_exam(pools, dashboard.tenant_id, [text("q1"), text("q2"), text("q3")])
+    seeded = await seed_submission(pools, dashboard.tenant_id, exam_id, {"q1": "glucose"})  # queued, no workflow
+    tab = await new_tab(dashboard.reviewer_token)
+    page = tab.page
+    await page.goto(f"{dashboard.url}/ui/exams/{exam_id}")
+    row = page.locator(f"tr[data-submission-id='{seeded.submission_id}']")
+    await expect(row.locator(".progress-text")).to_have_text("0/3")
+    await expect(page.locator("#live")).to_have_text("live")
+    # an older worker's progress message: counts only
+    await live.publish_progress(pools.redis, tenant_id=dashboard.tenant_id, submission_id=seeded.submission_id,
+                                progress={"questions_done": 2, "questions_total": 3}, exam_id=exam_id)
+    await expect(row.locator(".progress-text")).to_have_text("2/3")
+    await expect(row.locator("progress")).to_have_attribute("value", "2")
+    await expect(row.locator(".chip")).to_have_count(0)  # no question is named graded when the feed did not say
+    await expect(row.locator(".badge")).to_have_text("grading")
+    assert tab.errors == []
+
+
+async def test_a_reviewer_overrides_a_flagged_score_from_the_keyboard(review_dashboard, new_tab):
+    exam = await review_dashboard.post("/v1/exams", exam_body("Biology override"))
+    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-over",
+                                                               "answers": GOOD_ANSWERS})
+    sid = accepted["submission_id"]
+    await review_dashboard.wait_status(sid, "needs_review")
+    tab = await new_tab(review_dashboard.reviewer_token)
+    page = tab.page
+    await page.goto(f"{review_dashboard.url}/ui/review")
+    card = page.locator(f"#sub-{sid}")
+    score = card.get_by_label("Score for q4 (0 to 5)")
+    await expect(score).to_have_value("5")
+
+    await score.fill("7")  # above the question's points: the API's 422 names the field, nothing changes
+    await card.get_by_role("button", name="Override scores").click()
+    await expect(card.locator(".form-status")).to_contain_text("overrides.q4.score")
+    await expect(card.locator(".status .badge")).to_have_text("needs_review")
+
+    await score.fill("3.5")
+    await card.get_by_label("Feedback for q4").fill("thesis is thin")
+    await card.get_by_label("Reason (kept in the audit log)").fill("second reading")
+    await card.get_by_role("button", name="Override scores").focus()
+    await page.keyboard.press("Enter")
+    await expect(card.locator(".status .badge")).to_have_text("completed")
+    stored = await review_dashboard.get(f"/v1/submissions/{sid}")
+    q4 = next(r for r in stored["results"] if r["question_id"] == "q4")
+    assert (stored["status"], stored["total"], q4["score"], q4["feedback"]) == ("completed", 8.5, 3.5, "thesis is thin")
+    # the 422 is the browser's one network line; nothing else
+    assert len(tab.errors) == 1 and "status of 422" in tab.errors[0], tab.errors

@@ -117,7 +117,10 @@ function onEvent(msg) {
   const id = msg.submission_id;
   const payload = msg.payload || {};
   if (msg.event_type === "snapshot") {
+    // the feed follows from now on: read the page on screen again, or a change between the page's read
+    // and this subscription (or during a reconnect) would never show
     if (payload.submissions_by_status) renderCounts(payload.submissions_by_status);
+    later("page", loadPage);
     return;
   }
   if (msg.event_type === "grading.progress" && id) {

@@ -122,7 +122,7 @@ async function card(item) {
       `${flagged.length} flagged of ${sub.results.length} · `,
       el("a", { href: `/ui/submissions/${sub.id}` }, "submission page")),
     form);
-  cards.set(sub.id, { card: article, status, form, note });
+  cards.set(sub.id, { card: article, status, form, note, examId: sub.exam_id });
   watch(sub.exam_id);
   return article;
 }
@@ -139,6 +139,10 @@ async function refresh(sid) {
 function watch(examId) {
   if (feeds.has(examId)) return;
   feeds.set(examId, follow(`/v1/ws/exams/${examId}`, (msg) => {
+    if (msg.event_type === "snapshot") {  // following from now on: re-read this exam's cards (changes before)
+      for (const [sid, c] of cards) if (c.examId === examId) later(sid, () => refresh(sid));
+      return;
+    }
     if (!STATUS_EVENTS.has(msg.event_type) || !cards.has(msg.submission_id)) return;
     const p = msg.payload || {};
     if (p.status) setStatus(msg.submission_id, p.status);
