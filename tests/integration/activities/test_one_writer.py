@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.grading import VERSION_CONFLICT, GradingActivities
-from activities.types import PersistInput, SubmissionRef
+from activities.types import PersistInput, StatusInput, SubmissionRef
 from infra.cache.keys import submission_lock_name
 from infra.db.pools import PoolManager
 from infra.stores.locks import RedisLock
@@ -119,3 +119,29 @@ async def test_redis_down_grading_goes_on_and_the_fence_still_holds(pools, redis
     done = await run.run(acts.persist_grading_result, _persist(s, meta.version, q1=1.0))
     assert done.status == "completed"
     assert [float(r["score"]) for r in await fetch_all(pools, tenant_id, RESULTS_SQL, (s.submission_id,))] == [1.0]
+
+
+async def test_reviewer_scores_applied_by_the_workflow_are_fenced_and_in_the_history(pools, gf_settings, tenant_id):
+    s = await seed(pools, tenant_id, [choice("q1"), choice("q2")], {})
+    acts = GradingActivities(pools, gf_settings)
+    run = _env("run-1")
+    meta = await run.run(acts.load_grading_context, SubmissionRef(s.submission_id, tenant_id))
+    inp = _persist(s, meta.version, q1=2.0, q2=0.0)
+    inp.flagged = ["q2"]
+    persisted = await run.run(acts.persist_grading_result, inp)
+    assert persisted.status == "needs_review"
+
+    review = StatusInput(s.submission_id, tenant_id, "completed", actor_id="teacher-9", overrides={"q2": 1.5},
+                         expected_version=persisted.version - 1)
+    with pytest.raises(ApplicationError) as stale:
+        await run.run(acts.set_status, review)
+    assert stale.value.type == VERSION_CONFLICT
+    review.expected_version = persisted.version
+    out = await run.run(acts.set_status, review)
+    assert (out.status, out.total) == ("completed", 3.5)
+    again = await run.run(acts.set_status, review)  # a retry after a lost reply finds its own commit
+    assert (again.status, again.total) == ("completed", 3.5)
+    history = await fetch_all(pools, tenant_id, HISTORY_SQL, (s.submission_id,))
+    assert [(h["question_id"], None if h["old_score"] is None else float(h["old_score"]), float(h["new_score"]),
+             h["source"]) for h in history] == \
+        [("q1", None, 2.0, "agent"), ("q2", None, 0.0, "agent"), ("q2", 0.0, 1.5, "review")]
