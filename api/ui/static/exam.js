@@ -13,6 +13,7 @@ const table = document.getElementById("subs-table");
 const tbody = table.querySelector("tbody");
 const listStatus = document.getElementById("subs-status");
 const later = debouncer(300);
+const seldom = debouncer(1000);  // the counts: at most one read a second however busy the exam is
 
 let questionIds = [];
 let page = 1;
@@ -135,11 +136,16 @@ function onEvent(msg) {
     return;
   }
   if (!STATUS_EVENTS.has(msg.event_type)) return;
-  later("counts", loadCounts);
+  seldom("counts", loadCounts);
   const row = id ? rows.get(id) : null;
   if (row) {
-    if (payload.status) { row.sub.status = payload.status; paint(id); }
-    later(`row:${id}`, () => refreshRow(id));
+    // the events carry the new status (and a grading's total): the row changes without a read; a review
+    // (its total may change) or an event without a status reads the submission again
+    if (payload.status) row.sub.status = payload.status;
+    if (payload.total !== undefined) Object.assign(row.sub, { total: payload.total, max_total: payload.max_total });
+    if (msg.occurred_at) row.sub.updated_at = msg.occurred_at;
+    paint(id);
+    if (!payload.status || msg.event_type === "submission.reviewed") later(`row:${id}`, () => refreshRow(id));
   } else if (page === 1 && (msg.event_type === "submission.received" ? (!filter || filter === "queued")
     : (filter && payload.status === filter))) {
     later("page", loadPage);  // a new row belongs on the page on screen
