@@ -8,7 +8,9 @@ logs a console error. Screenshots of the exam, review-queue and submission pages
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
 
 from playwright.async_api import expect
 
@@ -48,6 +50,13 @@ async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_th
     stored = await dashboard.get(f"/v1/submissions/{accepted['submission_id']}")
     assert stored["status"] == "completed" and stored["total"] == 10
     await tab.shot("exam-page.png")
+
+    async with page.expect_download() as download_info:  # the CSV export, fetched with the tab's token
+        await page.get_by_role("link", name="Download grades (CSV)").click()
+    download = await download_info.value
+    assert download.suggested_filename == f"grades-{exam['id']}.csv"
+    csv_text = await asyncio.to_thread(Path(await download.path()).read_text)
+    assert "s-live" in csv_text and accepted["submission_id"] in csv_text, csv_text
     assert tab.errors == []
 
 
