@@ -26,7 +26,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 EXEMPT_PREFIXES = ("/health", "/v1/health", "/healthz", "/readyz", "/metrics", "/docs", "/redoc",
-                   "/openapi.json")
+                   "/openapi.json", "/ui/static")
+"""Never limited: probes, scrapes, the API's documentation and the dashboard's static files (like /docs/assets)."""
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

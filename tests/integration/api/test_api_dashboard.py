@@ -112,3 +112,15 @@ async def test_answers_and_counts_follow_roles_and_tenants(client, auth_headers,
     assert (await client.get(f"/v1/exams/{exam['id']}/counts", headers=mine)).status_code == 403
     assert (await client.get(f"/v1/exams/{exam['id']}/counts", headers=auth_headers(new_tenant()))).status_code == 404
     assert (await client.get(f"/v1/exams/{uuid.uuid4()}/counts", headers=admin)).status_code == 404
+
+
+async def test_the_dashboards_static_files_are_not_rate_limited_but_its_pages_are(app_settings, temporal_client):
+    from api.app import create_app
+
+    tight = app_settings.model_copy(update={"rate_limit_read": "3/minute"})
+    async with running_server(create_app(tight, temporal_client=temporal_client)) as url, \
+            httpx.AsyncClient(base_url=url, timeout=30) as http:
+        codes = [(await http.get("/ui")).status_code for _ in range(4)]  # pages spend the address's reads
+        assert codes[-1] == 429, codes
+        for _ in range(10):  # with the bucket empty, a page's scripts and styles still load
+            assert (await http.get("/ui/static/common.js")).status_code == 200
