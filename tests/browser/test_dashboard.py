@@ -14,6 +14,7 @@ from pathlib import Path
 
 from playwright.async_api import expect
 
+from tests.browser.a11y import a11y_problems
 from tests.browser.conftest import WAIT_MS
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
 
@@ -113,10 +114,12 @@ async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
     await page.goto(url)  # / redirects to the exams list
     await expect(page).to_have_url(f"{url}/ui")
     await expect(page.get_by_role("link", name="Biology pages")).to_be_visible()
+    assert await a11y_problems(page) == []
     await page.get_by_role("link", name="Biology pages").click()
     await expect(page.locator("#exam-title")).to_have_text("Biology pages")
     row = page.locator(f"tr[data-submission-id='{sid}']")
     await expect(row.locator(".badge")).to_have_text("needs_review")  # graded meanwhile, told by the feed or the list
+    assert await a11y_problems(page) == []
     await row.get_by_role("link", name="s-pages").click()
 
     await expect(page).to_have_url(f"{url}/ui/submissions/{sid}")
@@ -132,11 +135,14 @@ async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
     await expect(history).to_have_count(4)
     await expect(history.locator("td:nth-child(4)")).to_have_text(["agent"] * 4)
     await tab.shot("submission-page.png")
+    assert await a11y_problems(page) == []
 
     await page.goto(f"{url}/ui/review")
     await expect(page.locator(f"#sub-{sid} .status .badge")).to_have_text("needs_review")
+    assert await a11y_problems(page) == []
     await page.goto(f"{url}/ui/signin")
     await expect(page.get_by_role("button", name="Sign in with a dev reviewer token")).to_be_visible()
+    assert await a11y_problems(page) == []
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(f"{url}/ui/signin")
     await page.goto(f"{url}/ui/exams/{exam['id']}")  # signed out: back to sign-in
