@@ -54,7 +54,8 @@ SELECT md5(%(exam)s::text || i)::uuid, %(tenant)s, %(exam)s::uuid, 'student-' ||
                              grader, rubric_version)
 SELECT md5(%(exam)s::text || i)::uuid, 'q' || q, %(tenant)s, CASE WHEN q = 1 THEN 1 + (i %% 2) * 0.5 ELSE 1 END, 2,
        0.9, 'ok', 'numeric', 1
-  FROM generate_series(1, %(n)s) AS i, generate_series(1, %(q)s) AS q""",
+  FROM generate_series(1, %(n)s) AS i, generate_series(1, %(q)s) AS q
+ ORDER BY i, q""",  # a submission's results together, as a grading writes them (one transaction each)
 )
 """One exam of ``n`` submissions with ``q`` graded questions each (statements run in one transaction)."""
 
