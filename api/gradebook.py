@@ -84,22 +84,33 @@ def _json_number(value: str | None) -> str:
     return "null" if value is None else value
 
 
-def _json_object(pairs: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{v}" for k, v in pairs) + "}"
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+"""A JSON string (UTF-8 as it is; the C encoder)."""
 
 
-def jsonl_line(questions: list[str], row: GradebookRow) -> str:
-    """One submission as a JSON object (numbers verbatim) and a newline."""
-    dumps = json.dumps
-    fields = [("submission_id", dumps(row.submission_id)), ("student_id", dumps(row.student_id, ensure_ascii=False)),
-              ("external_id", dumps(row.external_id, ensure_ascii=False)), ("status", dumps(row.status)),
-              ("scores", _json_object(zip(questions, map(_json_number, row.scores), strict=True)))]
-    if row.feedback is not None:
-        fields.append(("feedback", _json_object(
-            (q, dumps(t, ensure_ascii=False)) for q, t in zip(questions, row.feedback, strict=True))))
-    fields += [("total", _json_number(row.total)), ("max_total", _json_number(row.max_total)),
-               ("graded_at", dumps(row.graded_at))]
-    return _json_object(fields) + "\n"
+class JsonLines:
+    """Writes gradebook rows as JSON Lines; the keys of an export's question objects are encoded once.
+
+    Args:
+        questions: the export's question ids, in exam order.
+
+    """
+
+    def __init__(self, questions: list[str]) -> None:
+        self._keys = [_dumps(q) + ":" for q in questions]
+
+    def _object(self, values: Iterable[str]) -> str:
+        return "{" + ",".join(k + v for k, v in zip(self._keys, values, strict=True)) + "}"
+
+    def line(self, row: GradebookRow) -> str:
+        """One submission as a JSON object (numbers verbatim) and a newline."""
+        feedback = "" if row.feedback is None else (
+            ',"feedback":' + self._object(map(_dumps, row.feedback)))
+        return (f'{{"submission_id":{_dumps(row.submission_id)},"student_id":{_dumps(row.student_id)},'
+                f'"external_id":{_dumps(row.external_id)},"status":{_dumps(row.status)},'
+                f'"scores":{self._object(map(_json_number, row.scores))}{feedback},'
+                f'"total":{_json_number(row.total)},"max_total":{_json_number(row.max_total)},'
+                f'"graded_at":{_dumps(row.graded_at)}}}\n')
 
 
 async def render_csv(header: GradebookHeader, batches: GradebookBatches, *,
@@ -122,9 +133,9 @@ async def render_csv(header: GradebookHeader, batches: GradebookBatches, *,
 async def render_jsonl(header: GradebookHeader,
                        batches: GradebookBatches) -> AsyncIterator[bytes]:
     """The JSON Lines document, one chunk per batch of rows; closes ``batches`` at the end."""
-    questions = header.questions
+    line = JsonLines(header.questions).line
     async with aclosing(batches):
         async for batch in batches:
             if isinstance(batch, GradebookHeader):
                 continue
-            yield "".join(jsonl_line(questions, row) for row in batch).encode()
+            yield "".join(map(line, batch)).encode()
