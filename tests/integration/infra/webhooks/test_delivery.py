@@ -153,7 +153,10 @@ async def test_the_last_failed_attempt_is_a_dead_letter_that_a_replay_delivers(p
             str(row["id"]), "submission.graded", 3, "open")
         assert item.payload["event_id"] == event.event_id and item.payload["endpoint_id"] == endpoint_id
         after = REGISTRY.get_sample_value("gradeflow_webhook_deliveries_total", {"outcome": "dead_lettered"})
-        assert after == before + 1
+        # The counter is per process and the dispatcher claims every tenant's due deliveries: in a full
+        # session it also gives up on deliveries other tests left to unreachable receivers. This
+        # tenant's exactly-one dead letter is asserted above, from the database.
+        assert after is not None and after >= before + 1
 
         receiver.status = 200
         replayed = await replay_dead_letter(pools, item.id, actor="ops", reason="receiver fixed", tenant_id=tenant)
