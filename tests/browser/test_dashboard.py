@@ -208,3 +208,25 @@ async def test_a_reviewer_overrides_a_flagged_score_from_the_keyboard(review_das
     assert (stored["status"], stored["total"], q4["score"], q4["feedback"]) == ("completed", 8.5, 3.5, "thesis is thin")
     # the 422 is the browser's one network line; nothing else
     assert len(tab.errors) == 1 and "status of 422" in tab.errors[0], tab.errors
+
+
+async def test_the_review_queue_follows_a_review_made_elsewhere(review_dashboard, new_tab):
+    exam = await review_dashboard.post("/v1/exams", exam_body("Biology elsewhere"))
+    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-else",
+                                                               "answers": GOOD_ANSWERS})
+    sid = accepted["submission_id"]
+    await review_dashboard.wait_status(sid, "needs_review")
+    tab = await new_tab(review_dashboard.reviewer_token)
+    page = tab.page
+    await page.goto(f"{review_dashboard.url}/ui/review")
+    card = page.locator(f"#sub-{sid}")
+    await expect(card.locator(".status .badge")).to_have_text("needs_review")
+    await expect(page.locator("#queue")).to_have_attribute("data-loaded", "true")
+    await page.evaluate("window.notReloaded = true")  # gone if the page were loaded again
+
+    reviewed = await review_dashboard.post(f"/v1/submissions/{sid}/review", {"approve": True, "reason": "by API"})
+    assert reviewed["status"] == "completed"
+    await expect(card.locator(".status .badge")).to_have_text("completed")  # told by the exam feed
+    await expect(card.locator(".form-status")).to_have_text("Reviewed: the submission is now completed.")
+    assert await page.evaluate("window.notReloaded === true")
+    assert tab.errors == []
