@@ -23,8 +23,11 @@ async def export_grades(api: ApiClient, args: argparse.Namespace) -> int:
     params = {"feedback": "true"} if args.feedback else None
     what = f"export exam {args.exam_id}"
     if args.output in (None, "-"):
-        await api.download(path, sys.stdout.buffer, what=what, params=params)
-        sys.stdout.buffer.flush()
+        try:
+            await api.download(path, sys.stdout.buffer, what=what, params=params)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader stopped (`| head`): what it wanted is out, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     target = Path(args.output)
     part = target.with_name(target.name + ".part")

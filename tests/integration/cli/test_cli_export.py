@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
 import uuid
 
 from infra.security.tokens import mint_token
@@ -45,3 +48,24 @@ async def test_export_to_a_file_and_to_stdout_and_its_errors(api_url, services, 
     one_line_error(unwritable, 2, "-o ", "cannot write it")
     submitter = client_env(services, api_url, mint_token(app_settings, tenant=tenant_id, roles=["submitter"]))
     one_line_error(await cli(submitter, "exams", "export", exam_id), 2, "403", "GRADEFLOW_TOKEN")
+
+
+async def test_a_reader_that_stops_early_is_not_an_error(api_url, services, app_settings, tenant_id,  # noqa: F811
+                                                         pg_admin_url, tmp_path):
+    env = client_env(services, api_url, mint_token(app_settings, tenant=tenant_id, roles=["reviewer"]))
+    exam_file = write(tmp_path, "exam.json", {"title": "T", "questions": [question("q1", "numeric")]})
+    exam_id = (await cli(env, "exams", "create", "-q", exam_file)).stdout.strip()
+    _seed(pg_admin_url, tenant_id, exam_id, 5000)  # far more than a pipe holds
+
+    def head() -> tuple[int, bytes, bytes]:  # `gradeflow exams export ID | head -c 100`
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "exams", "export", exam_id], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.read(100)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        return proc.wait(timeout=120), first, err
+
+    code, first, err = await asyncio.to_thread(head)
+    assert first.startswith(b"submission_id,student_id,")
+    assert code == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err
