@@ -32,6 +32,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection)."""
 ESCAPE = "'"
 """Prefix of an escaped text cell (also given to text that starts with it, to stay reversible)."""
+_ESCAPED_STARTS = (*FORMULA_PREFIXES, ESCAPE)
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 JSONL_MEDIA_TYPE = "application/x-ndjson"
 GradebookBatches = AsyncGenerator[GradebookHeader | list[GradebookRow], None]
@@ -40,7 +41,7 @@ GradebookBatches = AsyncGenerator[GradebookHeader | list[GradebookRow], None]
 
 def safe_text(value: str) -> str:
     """A text cell a spreadsheet shows as text: ``'`` before a formula prefix (or a leading ``'``)."""
-    return ESCAPE + value if value.startswith((*FORMULA_PREFIXES, ESCAPE)) else value
+    return ESCAPE + value if value.startswith(_ESCAPED_STARTS) else value
 
 
 def unescape_text(cell: str) -> str:
