@@ -2,6 +2,6 @@
 
 The process-wide pieces stay at the top (``settings``, ``constants``, ``cli``); each subpackage owns one
 concern and imports only the ones below it: ``observability`` ← ``db`` ← ``cache`` ← ``events`` ←
-``stores`` ← ``sagas`` and ``temporal``; ``security`` sits on ``cache``; ``stack`` (embedded services,
+``stores`` ← ``sagas``, ``temporal`` and ``webhooks``; ``security`` sits on ``cache``; ``stack`` (embedded services,
 dev supervisor, preflight) on ``db``; ``client`` (the CLI's API client) talks HTTP and imports none.
 """
