@@ -82,8 +82,9 @@ class StartPoint:
 class _Tracker:
     """Latest progress of one run, shared by the stream loop and the heartbeat ticker."""
 
-    def __init__(self, total: int, attempt: int, thread_id: str) -> None:
+    def __init__(self, total: int, attempt: int, thread_id: str, feed: live.ProgressThrottle) -> None:
         self.graded: set[str] = set()
+        self.live = feed
         self.last_signal_at = time.monotonic()  # the first periodic signal comes one interval after the start
         self.progress = AgentProgress(questions_done=0, questions_total=total, attempt=attempt,
                                       thread_id=thread_id)
@@ -208,8 +209,10 @@ class AgentActivities:
         graph = build_grading_graph(saver, model=self.model,
                                     on_grade=self._on_grade(inp, run_id, attempt, start.thread_id, slots))
         config: RunnableConfig = {"configurable": {"thread_id": start.thread_id}}
-        tracker = _Tracker(len(inputs.questions), attempt, start.thread_id)
         exam_id = str(inputs.submission["exam_id"])
+        feed = live.ProgressThrottle(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
+                                     exam_id=exam_id, interval=self.settings.live_progress_interval)
+        tracker = _Tracker(len(inputs.questions), attempt, start.thread_id, feed)
         if start.resume:
             snapshot = await graph.aget_state(config)
             tracker.add_grades((snapshot.values or {}).get("grades"))
@@ -241,6 +244,7 @@ class AgentActivities:
             state = (await graph.aget_state(config)).values
         finally:
             ticker.cancel()
+            await tracker.live.close()
         tracker.progress.finished = True
         await self._report(inp, tracker, exam_id, signal=False)  # the activity's result tells the workflow the rest
         out = self._output(state, inputs.rubric_versions, start, attempt)
@@ -293,15 +297,15 @@ class AgentActivities:
                       signal: bool = True) -> None:
         """Publish progress on Redis and signal the workflow; failures are logged, never raised.
 
-        Every step goes to Redis (cheap, live for WebSocket clients; with the ids of the questions
-        graded so far); the workflow is signalled at most once per ``progress_signal_interval``
-        (each signal costs a workflow task and history events): the first one an interval after
-        the start, or at once with ``force`` (a resumed attempt). The end is not signalled: the
-        activity's result carries it.
+        Steps go to Redis for the live feeds (with the ids of the questions graded so far) at most
+        once per ``live_progress_interval`` (the first, and the last of a run, always: a skipped
+        step's questions ride on the next message); the workflow is signalled at most once per
+        ``progress_signal_interval`` (each signal costs a workflow task and history events): the
+        first one an interval after the start, or at once with ``force`` (a resumed attempt). The
+        end is not signalled: the activity's result carries it.
         """
         progress = tracker.progress
-        await live.publish_progress(self.pools.redis, tenant_id=inp.tenant_id, submission_id=inp.submission_id,
-                                    progress=tracker.live_progress(), exam_id=exam_id)
+        await tracker.live.update(tracker.live_progress(), flush=force or progress.finished)
         now = time.monotonic()
         interval = float(getattr(self.settings, "progress_signal_interval", 0.5))
         if not signal or (not force and now - tracker.last_signal_at < interval):

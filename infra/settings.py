@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     """Least seconds between progress signals from the agent to its workflow, and before the first one of a
     fresh run (a resumed run signals at once). Live feeds get every step through Redis regardless; the
     signals only keep the ``get_progress`` query and the Temporal Web UI current."""
+    live_progress_interval: float = Field(default=0.1, ge=0)
+    """Least seconds between two live ``grading.progress`` messages of one agent run (the first and last always
+    go out; a skipped step's questions ride on the next). 0: a message per graph step."""
     low_confidence_threshold: float = Field(default=0.6, ge=0, le=1)
     """Grades with confidence below this are flagged for human review."""
     llm_model: str | None = None

@@ -6,8 +6,10 @@ a Redis failure is logged and swallowed so grading never fails because nobody is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,3 +69,52 @@ async def publish_status(redis: aioredis.Redis, *, tenant_id: str, submission_id
     """Publish a ``submission.status_changed`` message."""
     return await publish(redis, EventType.SUBMISSION_STATUS, tenant_id=tenant_id,
                          submission_id=submission_id, data={"status": status, **(data or {})})
+
+
+class ProgressThrottle:
+    """One agent run's ``grading.progress`` messages, at most one per ``interval`` seconds.
+
+    Leading and trailing edge: an update after a quiet interval goes out at once; updates inside the
+    interval are coalesced into one message sent when it ends (the latest progress, whose
+    ``graded_questions`` include every skipped step's). A grading of 20 rubric questions in 50 ms
+    sends two messages instead of twenty-odd; a slow one (a model, a demo delay) still sends every
+    question. Best-effort like every live message: failures are logged, never raised.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, tenant_id: str, submission_id: str, exam_id: str | None,
+                 interval: float) -> None:
+        self._redis, self._interval = redis, interval
+        self._ids = {"tenant_id": tenant_id, "submission_id": submission_id, "exam_id": exam_id}
+        self._last = float("-inf")
+        self._latest: dict[str, Any] | None = None
+        self._trailing: asyncio.Task[None] | None = None
+
+    async def update(self, progress: dict[str, Any], *, flush: bool = False) -> None:
+        """Record the latest progress; publish now if the interval has passed (or ``flush``), else later."""
+        self._latest = progress
+        wait = self._last + self._interval - time.monotonic()
+        if flush or wait <= 0:
+            await self._publish()
+        elif self._trailing is None:
+            self._trailing = asyncio.create_task(self._publish_after(wait))
+
+    async def close(self) -> None:
+        """Drop a pending trailing message (the run's last update was flushed)."""
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+
+    async def _publish_after(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._trailing = None
+        await self._publish()
+
+    async def _publish(self) -> None:
+        if self._trailing is not None and self._trailing is not asyncio.current_task():
+            self._trailing.cancel()
+            self._trailing = None
+        progress, self._latest = self._latest, None
+        if progress is None:
+            return
+        self._last = time.monotonic()
+        await publish_progress(self._redis, progress=progress, **self._ids)  # type: ignore[arg-type]
