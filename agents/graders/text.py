@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from agents.graders._common import clamp_score, zero_grade
 from agents.rubric import Criterion, Question, validate_answer
@@ -86,11 +86,13 @@ class CriterionResult:
 
 
 def _best_similarity(phrase_words: list[str], words: list[str]) -> float:
+    """Best ``fuzz.ratio`` of the phrase against any run of as many words (rapidfuzz's loop, in C)."""
     n = len(phrase_words)
     if n == 0 or len(words) < n:
         return 0.0
-    phrase = " ".join(phrase_words)
-    return max(fuzz.ratio(phrase, " ".join(words[i : i + n])) for i in range(len(words) - n + 1))
+    runs = words if n == 1 else [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    best = process.extractOne(" ".join(phrase_words), runs, scorer=fuzz.ratio, processor=None)
+    return float(best[1]) if best is not None else 0.0
 
 
 def _contains(phrase_words: list[str], words: list[str]) -> bool:
