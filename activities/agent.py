@@ -332,12 +332,20 @@ class AgentActivities:
         )
 
 
+CHECKPOINT_STORE_UNREACHABLE = "CheckpointStoreUnreachable"
+"""Type of the retryable error of a run whose checkpoint writes failed because PostgreSQL was unreachable."""
+
+
 def _classify(exc: Exception, log_extra: dict[str, Any]) -> Exception:
     """The error to raise for a failed run: the outage as is, or a non-retryable grading failure."""
     if isinstance(exc, ApplicationError):
         return exc
     if is_transient(exc):
         logger.warning("agent run interrupted by an outage (retried): %r", exc, extra=log_extra)
+        if _find(exc, CheckpointWriteError) is not None:
+            # Raised as is, Temporal would name it after its class, which the workflow lists as
+            # non-retryable: a checkpoint store that was unreachable is an outage, retried like one.
+            return ApplicationError(f"checkpoint store unreachable: {exc}", type=CHECKPOINT_STORE_UNREACHABLE)
         return exc
     write_error = _find(exc, CheckpointWriteError)
     if write_error is not None:
