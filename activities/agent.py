@@ -20,6 +20,7 @@ publishes it on the tenant's Redis channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +78,42 @@ class StartPoint:
     thread_id: str
     resume: bool
     reason: str
+
+
+class _FirstFailure:
+    """The first checkpoint write of a run that failed on every try, and a race against it.
+
+    LangGraph raises a failed write only when the whole step ends, after the step's other tasks: with
+    slow graders that was a minute of grading nothing could save (seen in ``make chaos``,
+    postgres_restart). :meth:`race` stops the run as soon as a write fails.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._failed: asyncio.Future[CheckpointWriteError] = self._loop.create_future()
+
+    def set(self, error: CheckpointWriteError) -> None:
+        """Record ``error`` (from any thread; the first one wins)."""
+        def settle() -> None:
+            if not self._failed.done():
+                self._failed.set_result(error)
+        self._loop.call_soon_threadsafe(settle)
+
+    async def race(self, work: Awaitable[None]) -> None:
+        """Await ``work``; if a write fails first, cancel it and raise that write's error."""
+        task = asyncio.ensure_future(work)
+        try:
+            waiters: list[asyncio.Future[Any]] = [task, self._failed]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled():
+            task.result()  # the run ended first: its own outcome (done, or its error)
+            return
+        raise self._failed.result()
 
 
 class _Tracker:
@@ -183,7 +220,9 @@ class AgentActivities:
     async def _run(self, inp: AgentInput) -> AgentOutput:
         info = activity.info()
         run_id, attempt = info.workflow_run_id or info.activity_id, inp.attempt_base + info.attempt
-        saver = (self.saver.for_run(on_writes=self._grader_calls_recorder(inp, run_id, attempt))
+        write_failed = _FirstFailure()
+        saver = (self.saver.for_run(on_writes=self._grader_calls_recorder(inp, run_id, attempt),
+                                    on_failure=write_failed.set)
                  if isinstance(self.saver, GradeflowSaver) else self.saver)
         try:
             async with self.pools.transaction(inp.tenant_id) as conn:
@@ -226,21 +265,7 @@ class AgentActivities:
             graph_input: Any = None if start.resume else {}
             stream = graph.astream(graph_input, config, context=ctx,
                                    stream_mode=["updates", "checkpoints"])
-            async for item in stream:
-                mode, chunk = cast(tuple[str, dict[str, Any]], item)
-                if mode == "checkpoints":
-                    tracker.progress.checkpoint_id = chunk["config"]["configurable"]["checkpoint_id"]
-                    tracker.add_grades((chunk.get("values") or {}).get("grades"))
-                    activity.heartbeat(tracker.details())
-                    continue
-                for node, update in chunk.items():
-                    if node.startswith("__"):
-                        continue
-                    tracker.progress.current_node = node
-                    if node == GRADE_QUESTION and isinstance(update, dict):
-                        tracker.add_grades(update.get("grades"))
-                activity.heartbeat(tracker.details())
-                await self._report(inp, tracker, exam_id)
+            await write_failed.race(self._follow(stream, inp, tracker, exam_id))
             state = (await graph.aget_state(config)).values
         finally:
             ticker.cancel()
@@ -250,6 +275,24 @@ class AgentActivities:
         out = self._output(state, inputs.rubric_versions, start, attempt)
         out.checkpoint_id = tracker.progress.checkpoint_id
         return out
+
+    async def _follow(self, stream: Any, inp: AgentInput, tracker: _Tracker, exam_id: str) -> None:
+        """Consume the graph's stream: track grades and checkpoints, heartbeat, report progress."""
+        async for item in stream:
+            mode, chunk = cast(tuple[str, dict[str, Any]], item)
+            if mode == "checkpoints":
+                tracker.progress.checkpoint_id = chunk["config"]["configurable"]["checkpoint_id"]
+                tracker.add_grades((chunk.get("values") or {}).get("grades"))
+                activity.heartbeat(tracker.details())
+                continue
+            for node, update in chunk.items():
+                if node.startswith("__"):
+                    continue
+                tracker.progress.current_node = node
+                if node == GRADE_QUESTION and isinstance(update, dict):
+                    tracker.add_grades(update.get("grades"))
+            activity.heartbeat(tracker.details())
+            await self._report(inp, tracker, exam_id)
 
     @staticmethod
     def _grader_calls_recorder(inp: AgentInput, run_id: str, attempt: int) -> WritesHook:

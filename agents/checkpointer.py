@@ -123,8 +123,10 @@ class GradeflowSaver(AsyncPostgresSaver):
         self.backoff_seconds = backoff_seconds
         self._serde_arg = serde
         self.on_writes: WritesHook | None = None
+        self.on_failure: Callable[[CheckpointWriteError], None] | None = None
 
-    def for_run(self, *, on_writes: WritesHook | None = None) -> GradeflowSaver:
+    def for_run(self, *, on_writes: WritesHook | None = None,
+                on_failure: Callable[[CheckpointWriteError], None] | None = None) -> GradeflowSaver:
         """A saver of its own for one agent run, on the same pool.
 
         ``AsyncPostgresSaver`` serialises every read and write of one instance behind one
@@ -136,15 +138,19 @@ class GradeflowSaver(AsyncPostgresSaver):
         Args:
             on_writes: awaited with ``(connection, writes)`` inside the transaction that stores each
                 task's pending writes, before them: what it writes commits with them or not at all.
+            on_failure: called (from the thread of the write) with the error of a write that failed on
+                every try, before it is raised. LangGraph only raises it at the end of the step, after
+                the step's other tasks; a run can stop at once instead of grading on unsaved.
 
         """
-        if not isinstance(self.conn, AsyncConnectionPool) and on_writes is None:
+        if not isinstance(self.conn, AsyncConnectionPool) and on_writes is None and on_failure is None:
             return self
         saver = GradeflowSaver(self.conn, serde=self._serde_arg, max_attempts=self.max_attempts,
                                backoff_seconds=self.backoff_seconds)
         if not isinstance(self.conn, AsyncConnectionPool):
             saver.lock = self.lock
         saver.on_writes = on_writes
+        saver.on_failure = on_failure
         return saver
 
     async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -160,7 +166,10 @@ class GradeflowSaver(AsyncPostgresSaver):
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.backoff_seconds * attempt)
         assert last is not None
-        raise CheckpointWriteError(operation, self.max_attempts, last)
+        error = CheckpointWriteError(operation, self.max_attempts, last)
+        if self.on_failure is not None:
+            self.on_failure(error)
+        raise error
 
     async def aput(
         self,
