@@ -179,6 +179,10 @@ async def run_worker(settings: Settings, queue: Queue, *, stop: asyncio.Event | 
                 str(settings.database_url), min_size=1, max_size=max(2, settings.db_pool_max // 2),
                 kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}, open=False,
                 name="gradeflow-checkpoints",
+                # A connection broken by a PostgreSQL restart is dropped at checkout, not handed to a
+                # checkpoint write: three writes on three dead idle connections used to spend all of a
+                # write's tries in a millisecond, right after the database was back.
+                check=AsyncConnectionPool.check_connection,
             )
             await ckpt_pool.open()
             stack.push_async_callback(ckpt_pool.close, settings.shutdown_timeout)

@@ -81,6 +81,8 @@ class Fault:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     extra_accepted: list[str] = field(default_factory=list)
+    store_down: list[tuple[float, float]] = field(default_factory=list)
+    """Unix times (start, end) of each PostgreSQL outage: no grade can reach its checkpoint inside one."""
 
     def mark(self, what: str) -> None:
         """Add ``what`` to the scenario's timeline (seconds since the scenario started)."""
@@ -204,10 +206,13 @@ class Fault:
     async def outage(self, service: str, seconds: float) -> None:
         """Stop a server for ``seconds`` (the load and the prober go on), then start it on the same port."""
         await self.before_outage(f"{service} down {seconds:g}s")
+        down = time.time()
         await asyncio.to_thread(self.stack.stop_service, service)
         self.mark(f"{service} stopped")
         await asyncio.sleep(seconds)
         await asyncio.to_thread(self.stack.start_service, service)
+        if service == "postgres":
+            self.store_down.append((down, time.time()))
         self.mark(f"{service} back after {seconds:g}s")
 
 

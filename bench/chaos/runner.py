@@ -139,6 +139,7 @@ async def run_scenario(name: str, fault_fn: FaultFn, *, stack: RestartableStack,
         await prober.stop()
         result.update(await verify(db, stack.redis_url, http, tenant, questions=opts.q, posted=load.posted,
                                    extra_accepted=fault.extra_accepted, snaps=fault.snaps,
+                                   store_down=fault.store_down,
                                    lag_s=opts.checkpoint_lag, grader_log=grader_log,
                                    grade_delay=opts.grade_delay))
         storm = fault.info.get("storm")

@@ -52,7 +52,8 @@ OUTBOX_PENDING_SQL = "SELECT count(*) AS n FROM event_outbox WHERE tenant_id = %
 
 
 def regrade_figures(calls: list[GraderCall], snaps: list[FaultSnapshot], questions: int,
-                    lag_s: float, grade_delay: float = 0.0) -> dict[str, Any]:
+                    lag_s: float, grade_delay: float = 0.0,
+                    store_down: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """Questions graded again after each fault instant, against the questions in flight at it.
 
     ``calls``: the grader log's lines (one per grader call, written before its checkpoint, so a
@@ -73,8 +74,15 @@ def regrade_figures(calls: list[GraderCall], snaps: list[FaultSnapshot], questio
     - ``regraded_checkpointed``: graded again although its grade was in the checkpoint (must be 0).
     - ``late_checkpoint`` (fault instants and probes): returned more than ``lag_s``
       before the instant, after the previous instant or probe, for a submission still grading, yet
-      not in its checkpoint.
+      not in its checkpoint. A grade returned while PostgreSQL was down (``store_down``: unix
+      start/end of each outage) cannot be saved before it is back: it counts as returned at the
+      outage's end (then it has ``lag_s`` like any other).
     """
+    outages = sorted(store_down or [])
+
+    def saveable_at(returned: float) -> float:
+        return next((end for start, end in outages if start <= returned <= end), returned)
+
     snaps = sorted(snaps, key=lambda snap: snap.wall)
     faults = [snap for snap in snaps if snap.kind == "fault"]
     first: dict[tuple[str, str], float] = {}
@@ -108,7 +116,7 @@ def regrade_figures(calls: list[GraderCall], snaps: list[FaultSnapshot], questio
                     and c.question_id not in snap.checkpointed.get(c.submission_id, set())]
         exposed[id(snap)] = len({(c.submission_id, c.question_id) for c in returned})
         late[id(snap)] = len({(c.submission_id, c.question_id) for c in returned
-                                if c.at + grade_delay < snap.wall - lag_s})
+                                if saveable_at(c.at + grade_delay) < snap.wall - lag_s})
     per_fault = []
     for k, snap in enumerate(faults):
         in_flight = sum(questions - len(snap.checkpointed.get(s, set())) for s in snap.grading)
@@ -229,7 +237,8 @@ async def copy_figures(redis: aioredis.Redis, http: Http, tenant: str, rows: lis
 
 async def verify(db: Db, redis_url: str, http: Http, tenant: str, *, questions: int, posted: list[Posted],
                  extra_accepted: list[str], snaps: list[FaultSnapshot], lag_s: float,
-                 grader_log: GraderLog, grade_delay: float = 0.0) -> dict[str, Any]:
+                 grader_log: GraderLog, grade_delay: float = 0.0,
+                 store_down: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """Compute every figure and check of a scenario (services must be up)."""
     rows = await db.fetch(SUBMISSIONS_SQL, (tenant,))
     by_id = {r["id"]: r for r in rows}
@@ -250,7 +259,7 @@ async def verify(db: Db, redis_url: str, http: Http, tenant: str, *, questions: 
                       + sum(len(p.ids_seen) > 1 for p in posted),
     }
     calls = grader_log.calls(set(by_id))
-    regrade = regrade_figures(calls, snaps, questions, lag_s, grade_delay)
+    regrade = regrade_figures(calls, snaps, questions, lag_s, grade_delay, store_down)
     regrade["call_rows"] = call_row_figures(await db.fetch(CALLS_SQL, (tenant,)), rows, questions, calls,
                                             grade_delay)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
