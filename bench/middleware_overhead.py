@@ -13,30 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import uvicorn
-from psycopg import sql
 
+from bench.standalone import bench_settings, migrated_stack, save_report
 from bench.stats import percentile
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
-APP_PASSWORD = "gradeflow-bench-app"
 ANSWERS = {"q1": "b"}
 EXAM = {"title": "bench", "questions": [{"id": "q1", "type": "choice", "prompt": "p", "max_points": 1,
                                          "rubric": {"options": ["a", "b"], "correct": ["b"]}}]}
@@ -125,34 +117,13 @@ async def measure(settings: Any, n: int) -> dict[str, Any]:
 
 def main() -> int:
     """Start an embedded stack, measure, print and save the JSON report."""
-    from infra.db.migrate import app_url_from_admin, migrate
-    from infra.settings import Settings
-    from infra.stack.embedded import EmbeddedStack, free_port
-
     logging.basicConfig(level=logging.ERROR)
     n = int(os.environ.get("BENCH_N", "300"))
-    work_dir = Path(tempfile.mkdtemp(prefix="gradeflow-mwbench-"))
-    stack = EmbeddedStack(work_dir / "stack", free_port(), free_port(), free_port(), free_port(), durable=False)
     started_at = datetime.now(UTC)
-    try:
-        stack.start()
-        admin = stack.database_admin_url
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("gradeflow_bench")))
-        admin = admin.rsplit("/", 1)[0] + "/gradeflow_bench"
-        asyncio.run(migrate(admin, app_password=APP_PASSWORD, log=lambda _: None))
-        settings = Settings(env="test", database_url=app_url_from_admin(admin, APP_PASSWORD),
-                            redis_url=stack.redis_url, temporal_address=None,
-                            rate_limit_submit="1000000/minute", rate_limit_read="1000000/minute")
-        report = {"timestamp": started_at.isoformat(timespec="seconds"), **asyncio.run(measure(settings, n))}
-    finally:
-        stack.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"middleware_overhead-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
-    text = json.dumps(report, indent=2)
-    out.write_text(text + "\n")
-    print(text)
+    with migrated_stack("gradeflow-mwbench-", "gradeflow_bench") as (stack, admin):
+        report = {"timestamp": started_at.isoformat(timespec="seconds"),
+                  **asyncio.run(measure(bench_settings(stack, admin), n))}
+    save_report("middleware_overhead", started_at, report)
     return 0
 
 

@@ -23,21 +23,18 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from bench.standalone import bench_settings, migrated_stack, save_report
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "tests" / "artifacts"
-APP_PASSWORD = "gradeflow-bench-app"
 TENANT = "bench-ui"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -149,38 +146,17 @@ async def measure(settings: Any, exam_id: str, loads: int) -> dict[str, Any]:
 
 def main() -> int:
     """Start an embedded stack, seed, measure, print and save the JSON report."""
-    from infra.db.migrate import app_url_from_admin, migrate
-    from infra.settings import Settings
-    from infra.stack.embedded import EmbeddedStack, free_port
-
     logging.basicConfig(level=logging.ERROR)
     n = int(os.environ.get("BENCH_UI_N", "500"))
     loads = int(os.environ.get("BENCH_UI_LOADS", "10"))
-    work_dir = Path(tempfile.mkdtemp(prefix="gradeflow-uibench-"))
-    stack = EmbeddedStack(work_dir / "stack", free_port(), free_port(), free_port(), free_port(), durable=False)
     started_at = datetime.now(UTC)
-    try:
-        stack.start()
-        admin = stack.database_admin_url
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("gradeflow_uibench")))
-        admin = admin.rsplit("/", 1)[0] + "/gradeflow_uibench"
-        asyncio.run(migrate(admin, app_password=APP_PASSWORD, log=lambda _: None))
-        settings = Settings(env="test", database_url=app_url_from_admin(admin, APP_PASSWORD),
-                            redis_url=stack.redis_url, temporal_address=None,
-                            rate_limit_read="1000000/minute", rate_limit_websocket="1000000/minute")
+    with migrated_stack("gradeflow-uibench-", "gradeflow_uibench") as (stack, admin):
+        settings = bench_settings(stack, admin)
         exam_id = asyncio.run(seed(settings, admin, n))
         report = {"timestamp": started_at.isoformat(timespec="seconds"), "submissions": n, "exam_id": exam_id,
                   "page_size": 50, "browser": "Debian chromium (headless) via Playwright",
                   **asyncio.run(measure(settings, exam_id, loads))}
-    finally:
-        stack.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"ui_load-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
-    text = json.dumps(report, indent=2)
-    out.write_text(text + "\n")
-    print(text)
+    save_report("ui_load", started_at, report)
     return 0
 
 
