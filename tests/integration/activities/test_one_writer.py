@@ -7,8 +7,6 @@ Activities run in an ``ActivityEnvironment`` against the real PostgreSQL and Red
 from __future__ import annotations
 
 import dataclasses
-import socket
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -17,30 +15,12 @@ from temporalio.testing import ActivityEnvironment
 from activities.grading import VERSION_CONFLICT, GradingActivities
 from activities.types import PersistInput, StatusInput, SubmissionRef
 from infra.cache.keys import submission_lock_name
-from infra.db.pools import PoolManager
 from infra.stores.locks import RedisLock
 from infra.stores.writer import SubmissionBusyError
 from tests.integration.workflows.harness import choice, fetch_all, fetch_one, seed
 
 HISTORY_SQL = "SELECT question_id, old_score, new_score, source FROM score_history WHERE submission_id = %s ORDER BY id"
 RESULTS_SQL = "SELECT question_id, score FROM grading_results WHERE submission_id = %s ORDER BY question_id"
-
-
-@pytest.fixture
-def dead_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-async def redis_down_pools(pg_url, dead_port) -> AsyncIterator[PoolManager]:
-    pools = PoolManager(pg_url, f"redis://127.0.0.1:{dead_port}/0", min_size=1, max_size=4)
-    await pools.open()
-    try:
-        yield pools
-    finally:
-        await pools.close()
 
 
 def _grades(**scores: float) -> list[dict]:

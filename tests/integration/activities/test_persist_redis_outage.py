@@ -7,41 +7,20 @@ the outage left stale in the real Redis is repaired by the relay's handler once 
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
-import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.grading import GradingActivities
 from activities.types import PersistInput, StatusInput
 from infra.cache import keys
 from infra.cache.copies import Cache
-from infra.db.pools import PoolManager
 from infra.events.outbox import EventEnvelope
 from infra.stores.submissions import copy_repair_handler, load_submission
 from tests.integration.workflows.harness import choice, fetch_all, seed, submission
 
 EVENTS_SQL = ("SELECT event_id, version, payload FROM event_outbox WHERE target_id = %s "
               "AND event_type = 'submission.graded'")
-
-
-@pytest.fixture
-def dead_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
-async def redis_down_pools(pg_url, dead_port) -> AsyncIterator[PoolManager]:
-    pools = PoolManager(pg_url, f"redis://127.0.0.1:{dead_port}/0", min_size=1, max_size=4)
-    await pools.open()
-    try:
-        yield pools
-    finally:
-        await pools.close()
 
 
 def _grade(qid: str, score: float) -> dict:
