@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from infra.constants import QUERY_PROGRESS
+from tests.e2e.processes import stop, tail
 from tests.integration.workflows.harness import (  # noqa: F401 - fixtures
     choice,
     fetch_all,
@@ -80,29 +81,15 @@ async def _recorded(pools, s) -> list[tuple[str, int]]:
                                                                         (s.submission_id,))]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def _wait_for(pools, subs, predicate, worker, log: Path, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         calls = [await _calls(log, s) for s in subs]
         if all(predicate(c) for c in calls):
             return
-        assert worker.poll() is None, _tail(log)
+        assert worker.poll() is None, tail(log)
         assert time.monotonic() < deadline, f"{what}: {calls}"
         await asyncio.sleep(0.05)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text()[-3000:]
 
 
 async def _checkpointed(saver, thread_id: str) -> set[str]:
@@ -158,7 +145,7 @@ async def test_killed_cognitive_worker_resumes_without_regrading(
             assert await asyncio.to_thread(workers[-1].wait, 20) == 0, log.read_text()[-3000:]
     finally:
         for proc in workers:
-            _stop(proc)
+            stop(proc)
 
     for i, s in enumerate(killed):
         calls = await _calls(log, s)

@@ -13,7 +13,6 @@ the stored score is the last writer's.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from infra.security.tokens import mint_token
+from tests.e2e.processes import stop, tail
 from tests.integration.api.conftest import question
 
 pytestmark = pytest.mark.slow
@@ -45,26 +45,12 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def _until(what: str, check, procs: list[subprocess.Popen], log: Path, timeout: float = 120):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         for proc in procs:
-            assert proc.poll() is None, f"a subprocess exited: {_tail(log)}"
+            assert proc.poll() is None, f"a subprocess exited: {tail(log)}"
         try:
             result = await check()
         except httpx.TransportError:
@@ -72,7 +58,7 @@ async def _until(what: str, check, procs: list[subprocess.Popen], log: Path, tim
         if result:
             return result
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout}s: {_tail(log)}")
+    raise AssertionError(f"{what} not reached in {timeout}s: {tail(log)}")
 
 
 async def test_review_racing_a_regrade_loses_no_update(services, app_settings, tenant_id, tmp_path):
@@ -162,4 +148,4 @@ async def test_review_racing_a_regrade_loses_no_update(services, app_settings, t
                   f"regrade changes {regrade_rows}")
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
