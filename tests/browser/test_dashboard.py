@@ -19,6 +19,23 @@ from tests.browser.conftest import WAIT_MS
 from tests.integration.api.conftest import GOOD_ANSWERS, exam_body
 
 
+async def _submit(dash, title: str, student: str) -> tuple[str, str]:
+    """A new exam and a good submission to it: (exam id, submission id)."""
+    exam = await dash.post("/v1/exams", exam_body(title))
+    accepted = await dash.post("/v1/submissions", {"exam_id": exam["id"], "student_id": student,
+                                                   "answers": GOOD_ANSWERS})
+    return exam["id"], accepted["submission_id"]
+
+
+async def _flagged_card(dash, new_tab, title: str, student: str):
+    """A submission graded into needs_review, and its card in a reviewer's review queue: (id, tab, card)."""
+    _, sid = await _submit(dash, title, student)
+    await dash.wait_status(sid, "needs_review")
+    tab = await new_tab(dash.reviewer_token)
+    await tab.page.goto(f"{dash.url}/ui/review")
+    return sid, tab, tab.page.locator(f"#sub-{sid}")
+
+
 async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_then_its_status(dashboard, new_tab):
     exam = await dashboard.post("/v1/exams", exam_body("Biology live"))
     tab = await new_tab(dashboard.reviewer_token)
@@ -62,10 +79,7 @@ async def test_a_submission_graded_while_the_exam_page_is_open_shows_progress_th
 
 
 async def test_a_reviewer_signs_in_approves_a_flagged_submission_and_sees_it_completed(review_dashboard, new_tab):
-    exam = await review_dashboard.post("/v1/exams", exam_body("Biology review"))
-    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-flagged",
-                                                               "answers": GOOD_ANSWERS})
-    sid = accepted["submission_id"]
+    _, sid = await _submit(review_dashboard, "Biology review", "s-flagged")
 
     tab = await new_tab()  # not signed in: the dev button mints a reviewer token for the tenant
     page = tab.page
@@ -103,10 +117,7 @@ async def test_a_reviewer_signs_in_approves_a_flagged_submission_and_sees_it_com
 
 
 async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
-    exam = await review_dashboard.post("/v1/exams", exam_body("Biology pages"))
-    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-pages",
-                                                               "answers": GOOD_ANSWERS})
-    sid = accepted["submission_id"]
+    exam_id, sid = await _submit(review_dashboard, "Biology pages", "s-pages")
     tab = await new_tab(review_dashboard.reviewer_token)
     page = tab.page
     url = review_dashboard.url
@@ -145,7 +156,7 @@ async def test_no_page_logs_a_console_error(review_dashboard, new_tab):
     assert await a11y_problems(page) == []
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(f"{url}/ui/signin")
-    await page.goto(f"{url}/ui/exams/{exam['id']}")  # signed out: back to sign-in
+    await page.goto(f"{url}/ui/exams/{exam_id}")  # signed out: back to sign-in
     await expect(page).to_have_url(re.compile(r"/ui/signin\?next="))
     assert tab.errors == []
 
@@ -180,15 +191,8 @@ async def test_progress_without_question_ids_shows_the_counts(dashboard, new_tab
 
 
 async def test_a_reviewer_overrides_a_flagged_score_from_the_keyboard(review_dashboard, new_tab):
-    exam = await review_dashboard.post("/v1/exams", exam_body("Biology override"))
-    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-over",
-                                                               "answers": GOOD_ANSWERS})
-    sid = accepted["submission_id"]
-    await review_dashboard.wait_status(sid, "needs_review")
-    tab = await new_tab(review_dashboard.reviewer_token)
+    sid, tab, card = await _flagged_card(review_dashboard, new_tab, "Biology override", "s-over")
     page = tab.page
-    await page.goto(f"{review_dashboard.url}/ui/review")
-    card = page.locator(f"#sub-{sid}")
     score = card.get_by_label("Score for q4 (0 to 5)")
     await expect(score).to_have_value("5")
 
@@ -211,15 +215,8 @@ async def test_a_reviewer_overrides_a_flagged_score_from_the_keyboard(review_das
 
 
 async def test_the_review_queue_follows_a_review_made_elsewhere(review_dashboard, new_tab):
-    exam = await review_dashboard.post("/v1/exams", exam_body("Biology elsewhere"))
-    accepted = await review_dashboard.post("/v1/submissions", {"exam_id": exam["id"], "student_id": "s-else",
-                                                               "answers": GOOD_ANSWERS})
-    sid = accepted["submission_id"]
-    await review_dashboard.wait_status(sid, "needs_review")
-    tab = await new_tab(review_dashboard.reviewer_token)
+    sid, tab, card = await _flagged_card(review_dashboard, new_tab, "Biology elsewhere", "s-else")
     page = tab.page
-    await page.goto(f"{review_dashboard.url}/ui/review")
-    card = page.locator(f"#sub-{sid}")
     await expect(card.locator(".status .badge")).to_have_text("needs_review")
     await expect(page.locator("#queue")).to_have_attribute("data-loaded", "true")
     await page.evaluate("window.notReloaded = true")  # gone if the page were loaded again
