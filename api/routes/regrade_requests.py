@@ -23,6 +23,7 @@ from pydantic import AfterValidator
 from api.auth import SUBMITTER, PrincipalDep, require_roles
 from api.deps import CacheDep, PoolsDep, SettingsDep, SubmissionId, TenantDep, TraceIdDep
 from api.errors import ProblemError
+from api.routes.review import raise_unless_applied
 from api.schemas_grades import (
     RegradeRequestAccept,
     RegradeRequestCreate,
@@ -33,7 +34,7 @@ from api.schemas_grades import (
 )
 from infra.constants import SubmissionStatus
 from infra.db.values import canonical_uuid
-from infra.sagas.review import OverrideRequest, ReviewSaga, SagaStatus, validate_overrides
+from infra.sagas.review import OverrideRequest, ReviewSaga, validate_overrides
 from infra.security.tokens import Principal
 from infra.stores import regrade_requests as requests
 from infra.stores import review
@@ -44,7 +45,6 @@ router = APIRouter(tags=["regrade requests"])
 ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]
 RequestId = Annotated[str, Path(description="The regrade request's id: a UUID (any spelling).",
                                 json_schema_extra={"format": "uuid"}), AfterValidator(canonical_uuid)]
-RETRY_AFTER = {"Retry-After": "2"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such request (or submission) for this tenant."},
     409: {"description": "The request is not open, or the submission changed / is not completed."}}
@@ -128,14 +128,8 @@ async def accept_regrade_request(request_id: RequestId, body: RegradeRequestAcce
         overrides={qid: (body.score, body.feedback)}, expected_version=target.version,
         reason=body.reason or f"regrade request {request_id} accepted", trace_id=trace_id, source="request",
         request_id=request_id)))
-    if outcome.status != SagaStatus.COMPLETED:
-        if outcome.conflict:
-            raise _conflict("The submission or the request changed while the score was applied; reload and retry.")
-        if outcome.status == SagaStatus.COMPENSATED:
-            raise ProblemError(503, f"The score could not be applied and was rolled back (saga {outcome.saga_id}); "
-                                    "retry shortly.", type_="review-rolled-back", headers=RETRY_AFTER)
-        raise ProblemError(500, f"The score failed and could not be fully rolled back (saga {outcome.saga_id}); "
-                                "an operator has to intervene.", type_="review-needs-intervention")
+    raise_unless_applied(outcome, "score", conflict=_conflict(
+        "The submission or the request changed while the score was applied; reload and retry."))
     accepted = await requests.load_request(pools, tenant, request_id)
     assert accepted is not None
     return accepted

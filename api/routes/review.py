@@ -23,7 +23,7 @@ from api.deps import CacheDep, PoolsDep, SettingsDep, SubmissionId, TemporalDep,
 from api.errors import ProblemError
 from api.schemas import ReviewCreate, SubmissionOut
 from infra.constants import UPDATE_REVIEW, SubmissionStatus
-from infra.sagas.review import OverrideRequest, ReviewSaga, SagaStatus, validate_overrides
+from infra.sagas.review import OverrideRequest, ReviewSaga, SagaOutcome, SagaStatus, validate_overrides
 from infra.security.tokens import Principal
 from infra.stores import review, submissions
 from infra.stores.writer import WriterOptions
@@ -124,14 +124,24 @@ async def _via_saga(pools: Any, cache: Any, tenant: str, target: review.ReviewTa
         expected_version=target.version, reason=body.reason, trace_id=trace_id)
     # shielded: a client disconnect must not strand the saga half way
     outcome = await asyncio.shield(ReviewSaga(pools, cache=cache, writer_options=writer_options).run(request))
+    raise_unless_applied(outcome, "override",
+                         conflict=_conflict("The submission changed while the review was applied; reload and retry."))
+
+
+def raise_unless_applied(outcome: SagaOutcome, change: str, *, conflict: ProblemError) -> None:
+    """Raise the answer for a review saga that did not complete (nothing when it did).
+
+    ``conflict`` (409) when a newer version won, 503 when it was rolled back (retry), 500 when the rollback
+    itself failed (an operator has to intervene).
+    """
     if outcome.status == SagaStatus.COMPLETED:
         return
     if outcome.conflict:
-        raise _conflict("The submission changed while the review was applied; reload and retry.")
+        raise conflict
     if outcome.status == SagaStatus.COMPENSATED:
-        raise ProblemError(503, f"The override could not be applied and was rolled back (saga {outcome.saga_id}); "
+        raise ProblemError(503, f"The {change} could not be applied and was rolled back (saga {outcome.saga_id}); "
                                 "retry shortly.", type_="review-rolled-back", headers=RETRY_AFTER)
-    raise ProblemError(500, f"The override failed and could not be fully rolled back (saga {outcome.saga_id}); "
+    raise ProblemError(500, f"The {change} failed and could not be fully rolled back (saga {outcome.saga_id}); "
                             "an operator has to intervene.", type_="review-needs-intervention")
 
 
