@@ -77,6 +77,10 @@ ExamId = Annotated[str, _uuid_path("exam"), AfterValidator(canonical_uuid)]
 """Path parameter: an exam id, canonicalised (lower case, hyphenated)."""
 BatchId = Annotated[str, _uuid_path("batch"), AfterValidator(canonical_uuid)]
 """Path parameter: a batch id, canonicalised (lower case, hyphenated)."""
+RegradeRequestId = Annotated[str, _uuid_path("regrade request"), AfterValidator(canonical_uuid)]
+"""Path parameter: a regrade request's id, canonicalised (lower case, hyphenated)."""
+WebhookId = Annotated[str, _uuid_path("webhook endpoint"), AfterValidator(canonical_uuid)]
+"""Path parameter: a webhook endpoint's id, canonicalised (lower case, hyphenated)."""
 QuestionId = Annotated[Label, Path(min_length=1, max_length=64, description="The question's id in its exam.")]
 """Path parameter: a question id (1-64 characters, no control characters)."""
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AfterValidator
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import SUBMITTER, PrincipalDep, require_roles
-from api.deps import CacheDep, PoolsDep, SettingsDep, SubmissionId, TenantDep, TraceIdDep
+from api.deps import CacheDep, PoolsDep, RegradeRequestId, SettingsDep, SubmissionId, TenantDep, TraceIdDep
 from api.errors import ProblemError
 from api.routes.review import raise_unless_applied
 from api.schemas_grades import (
@@ -33,7 +32,6 @@ from api.schemas_grades import (
     RequestStatus,
 )
 from infra.constants import SubmissionStatus
-from infra.db.values import canonical_uuid
 from infra.sagas.review import OverrideRequest, ReviewSaga, validate_overrides
 from infra.security.tokens import Principal
 from infra.stores import regrade_requests as requests
@@ -43,8 +41,6 @@ from infra.stores.writer import WriterOptions
 router = APIRouter(tags=["regrade requests"])
 
 ReviewerDep = Annotated[Principal, Depends(require_roles("reviewer"))]
-RequestId = Annotated[str, Path(description="The regrade request's id: a UUID (any spelling).",
-                                json_schema_extra={"format": "uuid"}), AfterValidator(canonical_uuid)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such request (or submission) for this tenant."},
     409: {"description": "The request is not open, or the submission changed / is not completed."}}
@@ -93,7 +89,7 @@ async def list_regrade_requests(reviewer: ReviewerDep, tenant: TenantDep, pools:
 
 
 @router.get("/v1/regrade-requests/{request_id}", response_model=RegradeRequestOut, responses=ERRORS)
-async def get_regrade_request(request_id: RequestId, reviewer: ReviewerDep, tenant: TenantDep,
+async def get_regrade_request(request_id: RegradeRequestId, reviewer: ReviewerDep, tenant: TenantDep,
                               pools: PoolsDep) -> dict:
     """One regrade request (reviewers)."""
     found = await requests.load_request(pools, tenant, request_id)
@@ -103,7 +99,7 @@ async def get_regrade_request(request_id: RequestId, reviewer: ReviewerDep, tena
 
 
 @router.post("/v1/regrade-requests/{request_id}/accept", response_model=RegradeRequestOut, responses=ERRORS)
-async def accept_regrade_request(request_id: RequestId, body: RegradeRequestAccept, reviewer: ReviewerDep,
+async def accept_regrade_request(request_id: RegradeRequestId, body: RegradeRequestAccept, reviewer: ReviewerDep,
                                  tenant: TenantDep, pools: PoolsDep, cache: CacheDep, settings: SettingsDep,
                                  trace_id: TraceIdDep) -> dict:
     """Accept: the question gets ``score`` through the review saga (history source ``request``)."""
@@ -136,7 +132,7 @@ async def accept_regrade_request(request_id: RequestId, body: RegradeRequestAcce
 
 
 @router.post("/v1/regrade-requests/{request_id}/reject", response_model=RegradeRequestOut, responses=ERRORS)
-async def reject_regrade_request(request_id: RequestId, body: RegradeRequestReject, reviewer: ReviewerDep,
+async def reject_regrade_request(request_id: RegradeRequestId, body: RegradeRequestReject, reviewer: ReviewerDep,
                                  tenant: TenantDep, pools: PoolsDep, trace_id: TraceIdDep) -> dict:
     """Reject: the grade stands; the reason is required and kept."""
     try:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import AfterValidator
+from fastapi import APIRouter, Depends, Query, Response
 
 from api.auth import require_roles
-from api.deps import PoolsDep, SettingsDep, TenantDep
+from api.deps import PoolsDep, SettingsDep, TenantDep, WebhookId
 from api.errors import ProblemError
 from api.schemas_webhooks import (
     DeliveryOut,
@@ -27,7 +26,6 @@ from api.schemas_webhooks import (
     WebhookOut,
     WebhookWithSecret,
 )
-from infra.db.values import canonical_uuid
 from infra.security.tokens import Principal
 from infra.stores import webhooks
 from infra.webhooks.signing import new_secret
@@ -36,8 +34,6 @@ from infra.webhooks.urls import WebhookUrlError, check_webhook_url
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 AdminDep = Annotated[Principal, Depends(require_roles("admin"))]
-EndpointId = Annotated[str, Path(description="The webhook endpoint's id: a UUID (any spelling).",
-                                 json_schema_extra={"format": "uuid"}), AfterValidator(canonical_uuid)]
 """Path parameter: an endpoint id, canonicalised (not a UUID: 422 naming ``endpoint_id``)."""
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such webhook endpoint for this tenant."}}
 
@@ -76,7 +72,7 @@ async def list_webhooks(admin: AdminDep, tenant: TenantDep, pools: PoolsDep) -> 
 
 
 @router.get("/{endpoint_id}", response_model=WebhookOut, responses=NOT_FOUND)
-async def get_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep) -> dict[str, Any]:
+async def get_webhook(endpoint_id: WebhookId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep) -> dict[str, Any]:
     """One endpoint: status, why it was disabled, since when it fails (never its secret)."""
     try:
         return await webhooks.get_endpoint(pools, tenant, endpoint_id)
@@ -85,7 +81,7 @@ async def get_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDe
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=NOT_FOUND)
-async def delete_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep) -> Response:
+async def delete_webhook(endpoint_id: WebhookId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep) -> Response:
     """Delete the endpoint and its deliveries; nothing more is sent to it."""
     try:
         await webhooks.delete_endpoint(pools, tenant, endpoint_id)
@@ -95,7 +91,7 @@ async def delete_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: Tenan
 
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=WebhookWithSecret, responses=NOT_FOUND)
-async def rotate_webhook_secret(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
+async def rotate_webhook_secret(endpoint_id: WebhookId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
                                 settings: SettingsDep) -> dict[str, Any]:
     """Give the endpoint a new secret (shown this once).
 
@@ -113,7 +109,7 @@ async def rotate_webhook_secret(endpoint_id: EndpointId, admin: AdminDep, tenant
 
 
 @router.post("/{endpoint_id}/enable", response_model=WebhookOut, responses=NOT_FOUND)
-async def enable_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDep,
+async def enable_webhook(endpoint_id: WebhookId, admin: AdminDep, tenant: TenantDep,
                          pools: PoolsDep) -> dict[str, Any]:
     """Turn a disabled endpoint back on: its pending deliveries go out again.
 
@@ -126,7 +122,7 @@ async def enable_webhook(endpoint_id: EndpointId, admin: AdminDep, tenant: Tenan
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage, responses=NOT_FOUND)
-async def list_deliveries(endpoint_id: EndpointId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
+async def list_deliveries(endpoint_id: WebhookId, admin: AdminDep, tenant: TenantDep, pools: PoolsDep,
                           status: DeliveryStatus | None = None,
                           page_size: Annotated[int, Query(ge=1, le=100)] = 50,
                           cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None) -> dict[str, Any]:
